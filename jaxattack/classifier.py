@@ -1,0 +1,72 @@
+"""The one contract every layer shares: a black-box classifier.
+
+An attack only ever calls ``classifier.probs(params, images)``: uint8 NHWC images in,
+class probabilities out. Normalisation, dtype casts and the network live inside
+``apply_fn``; the attack never sees them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+ApplyFn = Callable[[Any, jax.Array], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Classifier:
+    """A pure classifier ``apply_fn(params, uint8[N, H, W, C]) -> [N, num_classes]``.
+
+    Attributes:
+      apply_fn: pure function of ``(params, images)``; images are uint8 NHWC.
+      params: any pytree of arrays passed to ``apply_fn`` unchanged.
+      num_classes: length of the output vector.
+      outputs: ``"probs"`` if ``apply_fn`` returns probabilities, ``"logits"`` if it
+        returns logits (a softmax is then applied for the attack).
+      input_shape: optional ``(H, W, C)`` the model expects; checked by the attack.
+      class_names: optional names, index-aligned with the outputs.
+      name: a label for reports.
+    """
+
+    apply_fn: ApplyFn
+    params: Any
+    num_classes: int
+    outputs: str = "probs"
+    input_shape: tuple[int, int, int] | None = None
+    class_names: tuple[str, ...] | None = None
+    name: str = "classifier"
+
+    def __post_init__(self):
+        if not callable(self.apply_fn):
+            raise TypeError(f"apply_fn must be callable, got {type(self.apply_fn).__name__}")
+        if self.outputs not in ("probs", "logits"):
+            raise ValueError(f"outputs must be 'probs' or 'logits', got {self.outputs!r}")
+        if not isinstance(self.num_classes, int) or self.num_classes < 2:
+            raise ValueError(f"num_classes must be an int >= 2, got {self.num_classes!r}")
+        if self.input_shape is not None and len(self.input_shape) != 3:
+            raise ValueError(f"input_shape must be (H, W, C), got {self.input_shape!r}")
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise ValueError(
+                f"class_names has {len(self.class_names)} names for {self.num_classes} classes"
+            )
+
+    @classmethod
+    def from_logits(cls, apply_fn: ApplyFn, params: Any, num_classes: int, **kw) -> Classifier:
+        """A classifier whose ``apply_fn`` returns logits."""
+        return cls(apply_fn, params, num_classes, outputs="logits", **kw)
+
+    def probs(self, params: Any, images: jax.Array) -> jax.Array:
+        """Class probabilities (float32) for uint8 NHWC ``images``. Pure; jit-friendly."""
+        out = self.apply_fn(params, images).astype(jnp.float32)
+        return jax.nn.softmax(out, axis=-1) if self.outputs == "logits" else out
+
+    def __call__(self, images: jax.Array) -> jax.Array:
+        """Probabilities with the stored params (convenience, not jitted)."""
+        return self.probs(self.params, images)
+
+    def replace(self, **changes) -> Classifier:
+        return dataclasses.replace(self, **changes)
