@@ -1,6 +1,8 @@
 """jaxattack: batched few-pixel black-box attacks (Su, Vargas & Sakurai, 2019) in JAX."""
 
+from jaxattack.attack import AttackConfig, attack
 from jaxattack.classifier import Classifier
+from jaxattack.result import AttackResult
 
 __version__ = "0.1.0"
-__all__ = ["Classifier", "__version__"]
+__all__ = ["AttackConfig", "AttackResult", "Classifier", "attack", "__version__"]

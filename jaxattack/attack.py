@@ -1,0 +1,265 @@
+"""``attack()``: validate, build problems, run the engine, verify, report."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import sys
+import time
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxattack import codec, inputs, objective
+from jaxattack.classifier import Classifier
+from jaxattack.engine import Engine, SearchSpec, empty_slots
+from jaxattack.result import AttackResult
+from jaxattack.sharding import make_mesh, round_up
+
+MODES = ("untargeted", "targeted", "all-targets")
+# Images per device in one forward pass when batch_size is left to us (see benchmarks/).
+AUTO_IMAGES_PER_DEVICE = 4096
+PREDICT_CHUNK = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackConfig:
+    """Attack settings. The defaults are the paper's (Su et al., 2019).
+
+    pixels: k, the number of pixels changed.
+    population, generations: DE budget; at most ``population * (generations + 1)``
+      queries per problem.
+    mode: ``untargeted``, ``targeted`` (one target per image) or ``all-targets``
+      (each image toward every other class).
+    seed: with the image id, the only source of randomness.
+    F, crossover: DE/rand/1 scale, and the binomial crossover rate (None: none).
+    early_stop: ``success`` (stop a problem once it is fooled), ``paper`` (targeted:
+      target probability > 0.5; untargeted: true-class probability < 0.05) or ``none``.
+    batch_size: problems searched together across all devices (each evaluates its
+      whole population per generation); None picks one from the device count.
+    """
+
+    pixels: int = 1
+    population: int = 400
+    generations: int = 100
+    mode: str = "untargeted"
+    seed: int = 0
+    F: float = 0.5
+    crossover: float | None = None
+    early_stop: str = "success"
+    batch_size: int | None = None
+
+    def __post_init__(self):
+        def need(ok, msg):
+            if not ok:
+                raise ValueError(msg)
+
+        for f in ("pixels", "population", "generations", "seed"):
+            if not isinstance(getattr(self, f), int | np.integer) or isinstance(
+                    getattr(self, f), bool):
+                raise TypeError(f"{f} must be an int, got {getattr(self, f)!r}")
+        need(self.pixels >= 1, f"pixels must be >= 1, got {self.pixels}")
+        need(self.population >= 4, f"population must be >= 4 for DE/rand/1, got "
+                                   f"{self.population}")
+        need(self.generations >= 0, f"generations must be >= 0, got {self.generations}")
+        need(self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}")
+        need(0 <= self.seed < 2**32, f"seed must lie in [0, 2**32), got {self.seed}")
+        need(0 < self.F <= 2, f"F must lie in (0, 2], got {self.F}")
+        need(self.crossover is None or 0 <= self.crossover <= 1,
+             f"crossover must be None or in [0, 1], got {self.crossover}")
+        need(self.early_stop in objective.EARLY_STOPS,
+             f"early_stop must be one of {objective.EARLY_STOPS}, got {self.early_stop!r}")
+        need(self.batch_size is None or self.batch_size >= 1,
+             f"batch_size must be None or >= 1, got {self.batch_size}")
+
+    @classmethod
+    def paper(cls, **overrides) -> AttackConfig:
+        """The paper's setting, including its probability-threshold early stop."""
+        return cls(**{"early_stop": "paper", **overrides})
+
+    @property
+    def max_queries(self) -> int:
+        return self.population * (self.generations + 1)
+
+    def replace(self, **changes) -> AttackConfig:
+        return dataclasses.replace(self, **changes)
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_probs(classifier: Classifier):
+    return jax.jit(classifier.probs)
+
+
+def predict(classifier: Classifier, images: np.ndarray, chunk: int = PREDICT_CHUNK) -> np.ndarray:
+    """Probabilities ``[B, K]`` in fixed-size, padded chunks (one compilation)."""
+    fn = _jitted_probs(classifier)
+    out = []
+    for i in range(0, len(images), chunk):
+        part = images[i:i + chunk]
+        pad = np.zeros((chunk - len(part), *part.shape[1:]), np.uint8)
+        p = fn(classifier.params, jnp.asarray(np.concatenate([part, pad])))
+        out.append(np.asarray(p)[: len(part)])
+    return np.concatenate(out)
+
+
+def _problems(mode, labels, targets, num_classes):
+    """Rows of (image_index, target) for the mode."""
+    b = len(labels)
+    if mode == "untargeted":
+        if targets is not None:
+            raise ValueError("targets were given but mode='untargeted'; use mode='targeted'")
+        return np.arange(b), np.full(b, -1, np.int32)
+    if mode == "targeted":
+        if targets is None:
+            raise ValueError("mode='targeted' needs targets: one target class per image")
+        t = inputs.labels(targets, b, num_classes, what="targets")
+        same = np.flatnonzero(t == labels)
+        if same.size:
+            raise ValueError(f"target equals the label for image(s) {same[:5].tolist()}")
+        return np.arange(b), t
+    if targets is not None:
+        raise ValueError("mode='all-targets' attacks every other class; do not pass targets")
+    img = np.repeat(np.arange(b), num_classes)
+    tgt = np.tile(np.arange(num_classes, dtype=np.int32), b)
+    keep = tgt != labels[img]
+    return img[keep], tgt[keep]
+
+
+def problem_keys(seed: int, image_ids: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """uint32 ``[P, 2]`` keys: ``fold_in(fold_in(key(seed), image_id), target + 1)``."""
+    base = jax.random.PRNGKey(seed)
+    per_image = jax.vmap(lambda i: jax.random.fold_in(base, i))(
+        jnp.asarray(image_ids, jnp.uint32))
+    keys = jax.vmap(jax.random.fold_in)(per_image, jnp.asarray(targets + 1, jnp.uint32))
+    return np.asarray(keys)
+
+
+def _num_slots(config: AttackConfig, problems: int, devices: int) -> int:
+    if config.batch_size is not None:
+        return round_up(config.batch_size, devices)
+    per_device = max(1, AUTO_IMAGES_PER_DEVICE // config.population)
+    return min(per_device * devices, round_up(problems, devices))
+
+
+def _search(engine: Engine, keys, images, labels, targets, progress) -> tuple:
+    """Continuous batching: refill slots as problems finish, until the queue drains."""
+    P, S = len(keys), engine.num_slots
+    per_dev = S // engine.mesh.devices.size
+    genes = np.zeros((P, engine.spec.dims), np.float32)
+    found = np.zeros(P, bool)
+    gens = np.zeros(P, np.int64)
+    in_slot = np.full(S, -1)
+    queued = 0
+    bar = tqdm(total=P, unit="problem", disable=not progress, file=sys.stderr,
+               dynamic_ncols=True, smoothing=0.1)
+    t0, queries = time.perf_counter(), 0
+    with bar:
+        while (in_slot >= 0).any() or queued < P:
+            free = np.flatnonzero(in_slot < 0)[: P - queued]
+            if free.size:
+                rows = np.arange(queued, queued + free.size)
+                new = empty_slots(engine.spec, S)
+                new.key[free], new.image[free] = keys[rows], images[rows]
+                new.label[free], new.target[free] = labels[rows], targets[rows]
+                new.active[free] = True
+                mask = np.zeros(S, bool)
+                mask[free] = True
+                engine.load(mask, new)
+                in_slot[free], queued = rows, queued + free.size
+            # Return to the host for a refill once some slots finish; at the end, run out.
+            view = engine.evolve(max(1, per_dev // 8) if queued < P else per_dev)
+            done = np.flatnonzero((in_slot >= 0) & ~view.active)
+            rows = in_slot[done]
+            genes[rows], found[rows], gens[rows] = (
+                view.genes[done], view.found[done], view.generation[done])
+            in_slot[done] = -1
+            queries += int(engine.spec.population * (gens[rows] + 1).sum())
+            bar.update(done.size)
+            if progress and bar.n:
+                rate = queries / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(fooled=f"{found[: queued].sum()}/{bar.n}", q_s=f"{rate:,.0f}",
+                                refresh=False)
+    return genes, found, gens
+
+
+def attack(
+    classifier: Classifier,
+    images,
+    labels,
+    config: AttackConfig | None = None,
+    targets=None,
+    *,
+    image_ids: Sequence[int] | np.ndarray | None = None,
+    devices: int | Sequence[jax.Device] | None = None,
+    progress: bool | None = None,
+) -> AttackResult:
+    """Attack ``images`` (uint8 ``[B, H, W, C]``) with a few-pixel DE search.
+
+    Args:
+      classifier: the black box; only its probabilities are used.
+      images, labels: the clean images and their true classes.
+      config: ``AttackConfig()`` (the paper's defaults) if None.
+      targets: ``[B]`` target classes, only for ``mode='targeted'``.
+      image_ids: ids that seed each image's randomness (default ``0..B-1``). The same
+        (seed, id, config) gives the same result at any batch position or size.
+      devices: devices to shard problems over (None: all local devices).
+      progress: show a progress bar (None: when stderr is a terminal).
+
+    Returns:
+      An ``AttackResult`` with one row per problem: per image, or per image and
+      target class for ``all-targets``.
+    """
+    config = AttackConfig() if config is None else config
+    if not isinstance(config, AttackConfig):
+        raise TypeError(f"config must be an AttackConfig, got {type(config).__name__}")
+    if not isinstance(classifier, Classifier):
+        raise TypeError(f"classifier must be a jaxattack.Classifier, got "
+                        f"{type(classifier).__name__}")
+    x = inputs.images(images)
+    b, h, w, c = x.shape
+    if classifier.input_shape is not None and tuple(classifier.input_shape) != (h, w, c):
+        raise ValueError(f"images are {h}x{w}x{c} but the classifier expects "
+                         f"{'x'.join(map(str, classifier.input_shape))}")
+    if config.pixels > h * w:
+        raise ValueError(f"pixels={config.pixels} exceeds the {h * w} pixels of a {h}x{w} image")
+    k = classifier.num_classes
+    y = inputs.labels(labels, b, k)
+    ids = inputs.image_ids(image_ids, b)
+    img_idx, tgt = _problems(config.mode, y, targets, k)
+    if progress is None:
+        progress = sys.stderr.isatty()
+
+    start = time.perf_counter()
+    before = predict(classifier, x)
+    inputs.probabilities(before, b, k, classifier.outputs)
+
+    mesh = make_mesh(devices)
+    spec = SearchSpec(config.pixels, h, w, c, config.population, config.generations,
+                      float(config.F), config.crossover, config.early_stop)
+    engine = Engine(spec, classifier, mesh, _num_slots(config, len(img_idx), mesh.devices.size))
+    keys = problem_keys(config.seed, ids[img_idx], tgt)
+    genes, found, gens = _search(engine, keys, x[img_idx], y[img_idx], tgt, progress)
+
+    # Verification: paint on the host and classify the final uint8 images afresh.
+    pixels = codec.decode(genes, config.pixels, h, w, c)
+    adv = codec.paint_numpy(x[img_idx], pixels)
+    after = predict(classifier, adv)
+    lab = y[img_idx]
+    pb = before[img_idx]
+    success = np.asarray(objective.success(after, lab, tgt))
+    pred_after = after.argmax(-1)
+    adv_class = np.where(tgt >= 0, tgt, pred_after)
+    rows = np.arange(len(img_idx))
+    return AttackResult(
+        image_index=img_idx, image_id=ids[img_idx], label=lab, target=tgt,
+        success=success, search_success=found, adversarial=adv, pixels=pixels,
+        generations=gens, queries=config.population * (gens + 1),
+        clean_correct=pb.argmax(-1) == lab, predicted_before=pb.argmax(-1),
+        predicted_after=pred_after, adv_class=adv_class,
+        prob_true_before=pb[rows, lab], prob_true_after=after[rows, lab],
+        prob_adv_before=pb[rows, adv_class], prob_adv_after=after[rows, adv_class],
+        num_classes=k, config=config, seconds=time.perf_counter() - start,
+    )

@@ -1,0 +1,46 @@
+"""Sharding problems over devices changes nothing but speed."""
+
+import re
+
+import jax
+import numpy as np
+import pytest
+
+import jaxattack as ja
+from jaxattack import engine
+from jaxattack.attack import predict
+from jaxattack.sharding import make_mesh
+from tests import toys
+
+
+@pytest.fixture(scope="module")
+def setup():
+    clf = toys.small_cnn()
+    x = toys.random_images(13, 10, 10)  # not a multiple of the device count
+    return clf, x, predict(clf, x).argmax(-1)
+
+
+def test_eight_virtual_devices_are_configured():
+    assert len(jax.devices()) == 8
+
+
+def test_one_two_and_eight_devices_give_identical_results(setup):
+    clf, x, y = setup
+    cfg = ja.AttackConfig(population=12, generations=5, mode="all-targets")
+    runs = [ja.attack(clf, x, y, cfg, devices=n) for n in (1, 2, 8)]
+    for r in runs[1:]:
+        for f in ("pixels", "generations", "queries", "success", "adversarial",
+                  "prob_adv_after", "image_index", "target"):
+            np.testing.assert_array_equal(getattr(r, f), getattr(runs[0], f), err_msg=f)
+        assert r.summary() | {"seconds": 0} == runs[0].summary() | {"seconds": 0}
+    assert len(runs[0]) == 13 * 9  # padding never shows up
+
+
+def test_a_generation_needs_no_communication(setup):
+    clf, x, _ = setup
+    spec = engine.SearchSpec(1, 10, 10, 3, 12, 5)
+    eng = engine.Engine(spec, clf, make_mesh(8), 16)
+    hlo = eng._evolve.lower(eng.slots, eng.params, np.int32(1)).compile().as_text()
+    assert "while" in hlo
+    assert not re.search(r"all-reduce|all-gather|all-to-all|collective-permute|reduce-scatter",
+                         hlo)
