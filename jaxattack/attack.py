@@ -20,8 +20,10 @@ from jaxattack.result import AttackResult
 from jaxattack.sharding import make_mesh, round_up
 
 MODES = ("untargeted", "targeted", "all-targets")
-# Images per device in one forward pass when batch_size is left to us (see benchmarks/).
-AUTO_IMAGES_PER_DEVICE = 4096
+# Images per device in one forward pass when batch_size is left to us. On XLA:CPU a
+# larger batch spills the caches and gets slower (benchmarks/README.md).
+AUTO_IMAGES_PER_DEVICE = {"cpu": 1600}
+AUTO_IMAGES_PER_ACCELERATOR = 32768
 PREDICT_CHUNK = 256
 
 
@@ -105,7 +107,7 @@ def predict(classifier: Classifier, images: np.ndarray, chunk: int = PREDICT_CHU
     return np.concatenate(out)
 
 
-def _problems(mode, labels, targets, num_classes):
+def problems(mode, labels, targets, num_classes):
     """Rows of (image_index, target) for the mode."""
     b = len(labels)
     if mode == "untargeted":
@@ -137,25 +139,30 @@ def problem_keys(seed: int, image_ids: np.ndarray, targets: np.ndarray) -> np.nd
     return np.asarray(keys)
 
 
-def _num_slots(config: AttackConfig, problems: int, devices: int) -> int:
+def _num_slots(config: AttackConfig, num_problems: int, mesh) -> int:
+    devices = mesh.devices.size
     if config.batch_size is not None:
         return round_up(config.batch_size, devices)
-    per_device = max(1, AUTO_IMAGES_PER_DEVICE // config.population)
-    return min(per_device * devices, round_up(problems, devices))
+    platform = mesh.devices.flat[0].platform
+    images = AUTO_IMAGES_PER_DEVICE.get(platform, AUTO_IMAGES_PER_ACCELERATOR)
+    per_device = max(1, images // config.population)
+    return min(per_device * devices, round_up(num_problems, devices))
 
 
-def _search(engine: Engine, keys, images, labels, targets, progress) -> tuple:
-    """Continuous batching: refill slots as problems finish, until the queue drains."""
+def search(engine: Engine, keys, images, labels, targets, on_finished, progress=False,
+           desc=None) -> None:
+    """Continuous batching over a queue of problems (rows of the argument arrays).
+
+    Slots are refilled as problems finish, until the queue drains. For each batch of
+    finished problems, ``on_finished(rows, genes, found, generations)`` is called.
+    """
     P, S = len(keys), engine.num_slots
     per_dev = S // engine.mesh.devices.size
-    genes = np.zeros((P, engine.spec.dims), np.float32)
-    found = np.zeros(P, bool)
-    gens = np.zeros(P, np.int64)
     in_slot = np.full(S, -1)
-    queued = 0
-    bar = tqdm(total=P, unit="problem", disable=not progress, file=sys.stderr,
+    queued = fooled = queries = 0
+    bar = tqdm(total=P, unit="problem", disable=not progress, file=sys.stderr, desc=desc,
                dynamic_ncols=True, smoothing=0.1)
-    t0, queries = time.perf_counter(), 0
+    t0 = time.perf_counter()
     with bar:
         while (in_slot >= 0).any() or queued < P:
             free = np.flatnonzero(in_slot < 0)[: P - queued]
@@ -172,17 +179,74 @@ def _search(engine: Engine, keys, images, labels, targets, progress) -> tuple:
             # Return to the host for a refill once some slots finish; at the end, run out.
             view = engine.evolve(max(1, per_dev // 8) if queued < P else per_dev)
             done = np.flatnonzero((in_slot >= 0) & ~view.active)
-            rows = in_slot[done]
-            genes[rows], found[rows], gens[rows] = (
-                view.genes[done], view.found[done], view.generation[done])
+            if done.size:
+                on_finished(in_slot[done], view.genes[done], view.found[done],
+                            view.generation[done].astype(np.int64))
             in_slot[done] = -1
-            queries += int(engine.spec.population * (gens[rows] + 1).sum())
+            fooled += int(view.found[done].sum())
+            queries += int(engine.spec.population * (view.generation[done] + 1).sum())
             bar.update(done.size)
             if progress and bar.n:
                 rate = queries / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(fooled=f"{found[: queued].sum()}/{bar.n}", q_s=f"{rate:,.0f}",
-                                refresh=False)
-    return genes, found, gens
+                bar.set_postfix(fooled=f"{fooled}/{bar.n}", q_s=f"{rate:,.0f}", refresh=False)
+
+
+def verify(classifier: Classifier, config: AttackConfig, clean, before, image_index, image_id,
+           label, target, genes, found, generations, seconds=0.0) -> AttackResult:
+    """Paint each problem's final candidate on the host and classify it afresh.
+
+    ``clean``/``before`` are the clean images and their probabilities, indexed by
+    ``image_index``; the other arguments have one row per problem.
+    """
+    h, w, c = clean.shape[1:]
+    pixels = codec.decode(genes, config.pixels, h, w, c)
+    adv = codec.paint_numpy(clean[image_index], pixels)
+    after = predict(classifier, adv)
+    pb = before[image_index]
+    rows = np.arange(len(image_index))
+    pred_after = after.argmax(-1)
+    adv_class = np.where(target >= 0, target, pred_after)
+    return AttackResult(
+        image_index=image_index, image_id=image_id, label=label, target=target,
+        success=np.asarray(objective.success(after, label, target)), search_success=found,
+        adversarial=adv, pixels=pixels, generations=generations,
+        queries=config.population * (generations + 1),
+        clean_correct=pb.argmax(-1) == label, predicted_before=pb.argmax(-1),
+        predicted_after=pred_after, adv_class=adv_class,
+        prob_true_before=pb[rows, label], prob_true_after=after[rows, label],
+        prob_adv_before=pb[rows, adv_class], prob_adv_after=after[rows, adv_class],
+        num_classes=classifier.num_classes, config=config, seconds=seconds,
+    )
+
+
+def spec_of(config: AttackConfig, shape) -> SearchSpec:
+    h, w, c = shape
+    return SearchSpec(config.pixels, h, w, c, config.population, config.generations,
+                      float(config.F), config.crossover, config.early_stop)
+
+
+def check_inputs(classifier, images, labels, config):
+    """Validated ``(uint8 images, int32 labels)``; raises on anything off."""
+    if not isinstance(config, AttackConfig):
+        raise TypeError(f"config must be an AttackConfig, got {type(config).__name__}")
+    if not isinstance(classifier, Classifier):
+        raise TypeError(f"classifier must be a jaxattack.Classifier, got "
+                        f"{type(classifier).__name__}")
+    x = inputs.images(images)
+    b, h, w, c = x.shape
+    if classifier.input_shape is not None and tuple(classifier.input_shape) != (h, w, c):
+        raise ValueError(f"images are {h}x{w}x{c} but the classifier expects "
+                         f"{'x'.join(map(str, classifier.input_shape))}")
+    if config.pixels > h * w:
+        raise ValueError(f"pixels={config.pixels} exceeds the {h * w} pixels of a {h}x{w} image")
+    return x, inputs.labels(labels, b, classifier.num_classes)
+
+
+def clean_probs(classifier: Classifier, x: np.ndarray) -> np.ndarray:
+    """Probabilities of the clean images, checked to be probabilities."""
+    before = predict(classifier, x)
+    inputs.probabilities(before, len(x), classifier.num_classes, classifier.outputs)
+    return before
 
 
 def attack(
@@ -213,53 +277,25 @@ def attack(
       target class for ``all-targets``.
     """
     config = AttackConfig() if config is None else config
-    if not isinstance(config, AttackConfig):
-        raise TypeError(f"config must be an AttackConfig, got {type(config).__name__}")
-    if not isinstance(classifier, Classifier):
-        raise TypeError(f"classifier must be a jaxattack.Classifier, got "
-                        f"{type(classifier).__name__}")
-    x = inputs.images(images)
-    b, h, w, c = x.shape
-    if classifier.input_shape is not None and tuple(classifier.input_shape) != (h, w, c):
-        raise ValueError(f"images are {h}x{w}x{c} but the classifier expects "
-                         f"{'x'.join(map(str, classifier.input_shape))}")
-    if config.pixels > h * w:
-        raise ValueError(f"pixels={config.pixels} exceeds the {h * w} pixels of a {h}x{w} image")
-    k = classifier.num_classes
-    y = inputs.labels(labels, b, k)
-    ids = inputs.image_ids(image_ids, b)
-    img_idx, tgt = _problems(config.mode, y, targets, k)
+    x, y = check_inputs(classifier, images, labels, config)
+    ids = inputs.image_ids(image_ids, len(x))
+    img_idx, tgt = problems(config.mode, y, targets, classifier.num_classes)
     if progress is None:
         progress = sys.stderr.isatty()
 
     start = time.perf_counter()
-    before = predict(classifier, x)
-    inputs.probabilities(before, b, k, classifier.outputs)
-
+    before = clean_probs(classifier, x)
     mesh = make_mesh(devices)
-    spec = SearchSpec(config.pixels, h, w, c, config.population, config.generations,
-                      float(config.F), config.crossover, config.early_stop)
-    engine = Engine(spec, classifier, mesh, _num_slots(config, len(img_idx), mesh.devices.size))
+    engine = Engine(spec_of(config, x.shape[1:]), classifier, mesh,
+                    _num_slots(config, len(img_idx), mesh))
     keys = problem_keys(config.seed, ids[img_idx], tgt)
-    genes, found, gens = _search(engine, keys, x[img_idx], y[img_idx], tgt, progress)
+    genes = np.zeros((len(img_idx), engine.spec.dims), np.float32)
+    found = np.zeros(len(img_idx), bool)
+    gens = np.zeros(len(img_idx), np.int64)
 
-    # Verification: paint on the host and classify the final uint8 images afresh.
-    pixels = codec.decode(genes, config.pixels, h, w, c)
-    adv = codec.paint_numpy(x[img_idx], pixels)
-    after = predict(classifier, adv)
-    lab = y[img_idx]
-    pb = before[img_idx]
-    success = np.asarray(objective.success(after, lab, tgt))
-    pred_after = after.argmax(-1)
-    adv_class = np.where(tgt >= 0, tgt, pred_after)
-    rows = np.arange(len(img_idx))
-    return AttackResult(
-        image_index=img_idx, image_id=ids[img_idx], label=lab, target=tgt,
-        success=success, search_success=found, adversarial=adv, pixels=pixels,
-        generations=gens, queries=config.population * (gens + 1),
-        clean_correct=pb.argmax(-1) == lab, predicted_before=pb.argmax(-1),
-        predicted_after=pred_after, adv_class=adv_class,
-        prob_true_before=pb[rows, lab], prob_true_after=after[rows, lab],
-        prob_adv_before=pb[rows, adv_class], prob_adv_after=after[rows, adv_class],
-        num_classes=k, config=config, seconds=time.perf_counter() - start,
-    )
+    def collect(rows, g, f, n):
+        genes[rows], found[rows], gens[rows] = g, f, n
+
+    search(engine, keys, x[img_idx], y[img_idx], tgt, collect, progress)
+    return verify(classifier, config, x, before, img_idx, ids[img_idx], y[img_idx], tgt,
+                  genes, found, gens, seconds=time.perf_counter() - start)
