@@ -1,0 +1,300 @@
+"""Image data sources -> ``(uint8 NHWC images, int64 labels, class_names)`` numpy arrays.
+
+Sources accepted by :func:`load`:
+
+* ``"sample"``: the built-in sample shipped in the package (the first 100 CIFAR-10
+  test JPEGs of each class, 1,000 images); needs no data on disk.
+* a folder ``ROOT`` holding ``ROOT/<split>/<label>/*.{jpg,jpeg,png}``;
+* a tar file ``X.tar`` holding ``<split>/<label>/*.{jpg,jpeg,png}`` members;
+* a folder holding ``<split>.tar`` files (e.g. ``../shared/datasets/cifar10-jpeg``);
+* ``"tfds:NAME"``: ``tensorflow_datasets.load(NAME, data_dir=data_dir)`` (offline once
+  prepared; needs ``pip install "jaxattack[tfds]"``);
+* ``"tfds-folder:ROOT"``: ``tfds.ImageFolder(ROOT)`` over the same folder layout
+  (needs TensorFlow: ``pip install "jaxattack[tfds]"``).
+
+Folder and tar sources are read with PIL only. Labels are the sorted label folder
+names (alphabetical: airplane ... truck for CIFAR-10, matching tfds), and images come
+in ``(label, filename)`` order, so every source gives the same deterministic arrays.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+SAMPLE_PATH = Path(__file__).parent / "assets" / "cifar10_sample.npz"
+TFDS_EXTRA_HINT = 'pip install "jaxattack[tfds]"'
+
+Arrays = tuple[np.ndarray, np.ndarray, tuple[str, ...]]
+
+
+class CorruptImageError(ValueError):
+    """An image file that PIL cannot decode (corrupt, truncated or not an image)."""
+
+
+# ----------------------------------------------------------------------------- public
+
+
+def load(
+    source: str | os.PathLike = "sample",
+    split: str = "test",
+    limit: int | None = None,
+    per_class_limit: int | None = None,
+    on_corrupt: str = "raise",
+    data_dir: str | os.PathLike | None = None,
+) -> Arrays:
+    """Load a labelled image set as numpy arrays.
+
+    Args:
+      source: ``"sample"``, a folder, a ``.tar`` file, ``"tfds:NAME"`` or
+        ``"tfds-folder:ROOT"`` (see the module docstring).
+      split: which split to read (``"test"``, ``"train"``...). The built-in sample only
+        has ``"test"``.
+      limit: keep at most this many images, taken round-robin across classes (so
+        ``limit=100`` on CIFAR-10 gives 10 per class), returned in label order.
+      per_class_limit: keep at most this many images of each class (first by filename).
+      on_corrupt: ``"raise"`` (default) raises :class:`CorruptImageError` naming the
+        file; ``"skip"`` drops it with a warning. Folder and tar sources only.
+      data_dir: tfds data directory for ``"tfds:NAME"``.
+
+    Returns:
+      ``(images uint8[N, H, W, C], labels int64[N], class_names tuple[str, ...])``.
+    """
+    if on_corrupt not in ("raise", "skip"):
+        raise ValueError(f"on_corrupt must be 'raise' or 'skip', got {on_corrupt!r}")
+    for arg, val in (("limit", limit), ("per_class_limit", per_class_limit)):
+        if val is not None and (not isinstance(val, int) or val < 1):
+            raise ValueError(f"{arg} must be a positive int or None, got {val!r}")
+    select = dict(limit=limit, per_class_limit=per_class_limit)
+
+    if isinstance(source, str) and source == "sample":
+        return _load_sample(split, **select)
+    if isinstance(source, str) and source.startswith("tfds:"):
+        return _load_tfds(source[len("tfds:") :], split, data_dir, **select)
+    if isinstance(source, str) and source.startswith("tfds-folder:"):
+        return _load_tfds_folder(source[len("tfds-folder:") :], split, **select)
+
+    path = Path(source).expanduser()
+    if not path.exists():
+        hint = ""
+        if isinstance(source, str) and ":" in source and not Path(source.split(":")[0]).exists():
+            hint = " (known prefixes: 'tfds:NAME', 'tfds-folder:ROOT')"
+        raise FileNotFoundError(f"data source {str(source)!r} does not exist{hint}")
+    if path.is_file():
+        if not tarfile.is_tarfile(path):
+            raise ValueError(f"{path} is a file but not a tar archive")
+        return _load_tar(path, split, on_corrupt, **select)
+    if (path / split).is_dir():
+        return _load_folder(path / split, on_corrupt, **select)
+    if (path / f"{split}.tar").is_file():
+        return _load_tar(path / f"{split}.tar", split, on_corrupt, **select)
+    raise FileNotFoundError(
+        f"{path} has neither a {split}/ folder nor a {split}.tar "
+        f"(expected {split}/<label>/*.jpg)"
+    )
+
+
+def cifar10_default_path() -> Path | None:
+    """The shared CIFAR-10 JPEG folder if present, else ``None``.
+
+    Looks at ``$JAXATTACK_CIFAR10``, then ``../shared/datasets/cifar10-jpeg`` (and
+    ``shared/datasets/cifar10-jpeg``) relative to the working directory and to the
+    repository root that holds this package.
+    """
+    env = os.environ.get("JAXATTACK_CIFAR10")
+    if env:
+        return Path(env)
+    rel = Path("shared") / "datasets" / "cifar10-jpeg"
+    repo = Path(__file__).resolve().parent.parent
+    for base in (Path.cwd(), Path.cwd().parent, repo, repo.parent):
+        if (base / rel).is_dir():
+            return (base / rel).resolve()
+    return None
+
+
+def make_sample(
+    source: str | os.PathLike, path: str | os.PathLike = SAMPLE_PATH, per_class: int = 100
+) -> Path:
+    """Write the built-in sample: the first ``per_class`` test images of each class."""
+    images, labels, names = load(source, "test", per_class_limit=per_class)
+    np.savez_compressed(path, images=images, labels=labels, class_names=np.array(names))
+    return Path(path)
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def _select(labels: np.ndarray, limit: int | None, per_class_limit: int | None) -> np.ndarray:
+    """Indices to keep, in label order; rank-within-class round robin for ``limit``."""
+    labels = np.asarray(labels)
+    order = np.argsort(labels, kind="stable")
+    rank = np.empty(len(labels), np.int64)
+    for c in np.unique(labels):
+        idx = order[labels[order] == c]
+        rank[idx] = np.arange(len(idx))
+    keep = np.ones(len(labels), bool)
+    if per_class_limit is not None:
+        keep &= rank < per_class_limit
+    idx = np.flatnonzero(keep)
+    if limit is not None and len(idx) > limit:
+        rr = np.lexsort((labels[idx], rank[idx]))  # round robin: rank, then label
+        idx = np.sort(idx[rr[:limit]])
+    return idx[np.argsort(labels[idx], kind="stable")]
+
+
+# ----------------------------------------------------------------------------- sample
+
+
+def _load_sample(split: str, **select) -> Arrays:
+    if split != "test":
+        raise ValueError(f"the built-in sample only has the 'test' split, not {split!r}")
+    if not SAMPLE_PATH.is_file():
+        raise FileNotFoundError(f"built-in sample missing at {SAMPLE_PATH}; reinstall jaxattack")
+    with np.load(SAMPLE_PATH) as f:
+        images, labels = f["images"], f["labels"].astype(np.int64)
+        names = tuple(str(n) for n in f["class_names"])
+    idx = _select(labels, **select)
+    return images[idx], labels[idx], names
+
+
+# ----------------------------------------------------------------------------- folder / tar
+
+
+def _decode(name: str, data: bytes) -> np.ndarray:
+    """Decode one image file to uint8 HWC RGB, or raise CorruptImageError naming it."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise CorruptImageError(f"cannot decode image {name}: {e}") from e
+
+
+def _decode_all(named: list[tuple[str, bytes, int]], on_corrupt: str, origin: str) -> Arrays:
+    """Decode (name, bytes, label) triples in parallel; handle corrupt files; stack."""
+
+    def one(item):
+        try:
+            return _decode(item[0], item[1])
+        except CorruptImageError as e:
+            if on_corrupt == "raise":
+                raise
+            warnings.warn(f"skipping {e}", stacklevel=4)
+            return None
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        decoded = list(pool.map(one, named, chunksize=256))
+    keep = [i for i, im in enumerate(decoded) if im is not None]
+    if not keep:
+        raise ValueError(f"no readable images in {origin}")
+    shapes = {decoded[i].shape for i in keep}
+    if len(shapes) > 1:
+        first = decoded[keep[0]].shape
+        odd = next(named[i][0] for i in keep if decoded[i].shape != first)
+        raise ValueError(f"images in {origin} differ in size: {odd} is not {first}")
+    images = np.stack([decoded[i] for i in keep])
+    labels = np.array([named[i][2] for i in keep], np.int64)
+    return images, labels, ()
+
+
+def _index(entries: list[tuple[str, str]], origin: str) -> tuple[list[int], tuple[str, ...]]:
+    """Given (label, filename) pairs, return labels as ints and the sorted class names."""
+    if not entries:
+        raise ValueError(f"no {'/'.join(IMAGE_EXTS)} images found in {origin}")
+    names = tuple(sorted({label for label, _ in entries}))
+    lookup = {n: i for i, n in enumerate(names)}
+    return [lookup[label] for label, _ in entries], names
+
+
+def _load_folder(root: Path, on_corrupt: str, **select) -> Arrays:
+    entries = sorted(
+        (d.name, f.name)
+        for d in root.iterdir()
+        if d.is_dir()
+        for f in d.iterdir()
+        if f.suffix.lower() in IMAGE_EXTS
+    )
+    ints, names = _index(entries, str(root))
+    idx = _select(np.array(ints), **select)
+    files = [root / entries[i][0] / entries[i][1] for i in idx]
+    named = [(str(f), f.read_bytes(), ints[i]) for f, i in zip(files, idx, strict=True)]
+    images, labels, _ = _decode_all(named, on_corrupt, str(root))
+    return images, labels, names
+
+
+def _load_tar(path: Path, split: str, on_corrupt: str, **select) -> Arrays:
+    files: dict[tuple[str, str], bytes] = {}
+    with tarfile.open(path, "r:*") as tar:
+        for m in tar:  # stream: one pass, no seeking
+            parts = Path(m.name).parts
+            parts = parts[1:] if parts and parts[0] == "." else parts
+            if not m.isfile() or len(parts) != 3 or parts[0] != split:
+                continue
+            if Path(parts[2]).suffix.lower() in IMAGE_EXTS:
+                files[(parts[1], parts[2])] = tar.extractfile(m).read()
+    entries = sorted(files)
+    ints, names = _index(entries, f"{path} (split {split!r})")
+    idx = _select(np.array(ints), **select)
+    named = [
+        (f"{path}:{split}/{entries[i][0]}/{entries[i][1]}", files[entries[i]], ints[i]) for i in idx
+    ]
+    images, labels, _ = _decode_all(named, on_corrupt, str(path))
+    return images, labels, names
+
+
+# ----------------------------------------------------------------------------- tfds
+
+
+def _import_tfds(what: str):
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise ImportError(f"{what} needs tensorflow-datasets: {TFDS_EXTRA_HINT}") from e
+    return tfds
+
+
+def _load_tfds(name: str, split: str, data_dir, **select) -> Arrays:
+    tfds = _import_tfds(f"source 'tfds:{name}'")
+    ds, info = tfds.load(
+        name, split=split, data_dir=data_dir, as_supervised=True, batch_size=-1, with_info=True
+    )
+    images, labels = tfds.as_numpy(ds)
+    names = tuple(info.features["label"].names)
+    return _finish(np.asarray(images, np.uint8), np.asarray(labels, np.int64), names, **select)
+
+
+def _load_tfds_folder(root: str, split: str, **select) -> Arrays:
+    tfds = _import_tfds("source 'tfds-folder:...' (tfds.ImageFolder)")
+    try:
+        import tensorflow  # noqa: F401  # ImageFolder decodes with TensorFlow
+    except ImportError as e:
+        raise ImportError(f"tfds.ImageFolder needs TensorFlow: {TFDS_EXTRA_HINT}") from e
+    if not Path(root, split).is_dir():
+        raise FileNotFoundError(f"tfds.ImageFolder needs a folder {Path(root, split)}")
+    builder = tfds.ImageFolder(root)
+    ds = builder.as_dataset(split=split, shuffle_files=False, batch_size=-1)
+    d = tfds.as_numpy(ds)
+    names = tuple(builder.info.features["label"].names)
+    # ImageFolder's order is arbitrary: sort by (label, filename) like the PIL reader.
+    files = [Path(f.decode() if isinstance(f, bytes) else f).name for f in d["image/filename"]]
+    order = sorted(range(len(files)), key=lambda i: (int(d["label"][i]), files[i]))
+    images = np.asarray(d["image"], np.uint8)[order]
+    labels = np.asarray(d["label"], np.int64)[order]
+    return _finish(images, labels, names, **select)
+
+
+def _finish(images, labels, names, **select) -> Arrays:
+    """Apply the selection to already-decoded arrays (tfds order is not label order)."""
+    idx = _select(labels, **select)
+    return images[idx], labels[idx], names
