@@ -1,0 +1,410 @@
+"""Train a zoo model on CIFAR-10 with optax; resumable; writes weights + registry entry.
+
+    python -m jaxattack.train --model tiny --time-budget 24
+    python -m jaxattack.train --model resnet20 --epochs 30 --cpu-devices 2
+
+Recipe: SGD with Nesterov momentum, weight decay on kernels, a one-cycle learning rate
+(linear warm-up to the peak, then linear decay to zero), random crop (reflect-pad 4) and
+horizontal flip, optional label smoothing. The batch is split across all devices of a
+1-D ``batch`` mesh (on CPU, ``--cpu-devices`` virtual devices). A checkpoint is written
+atomically after every epoch and a rerun with the same ``--ckpt-dir`` resumes from it.
+``--time-budget`` times a few steps first and picks the epoch count (and so the
+schedule) that fits the budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx, serialization
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
+from tqdm.auto import tqdm
+
+from . import data, models
+from .models import registry, weights
+
+
+@dataclasses.dataclass
+class Config:
+    model: str = "tiny"
+    data: str | None = None  # None: cifar10_default_path()
+    epochs: int | None = None  # None with no budget: 30
+    time_budget: float | None = None  # minutes, for the whole run
+    batch_size: int = 256
+    lr: float = 0.2  # peak learning rate for batch 256 (scaled linearly with batch)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup: float = 0.15  # fraction of steps spent warming up
+    label_smoothing: float = 0.1
+    seed: int = 0
+    train_limit: int | None = None
+    test_limit: int | None = None
+    max_steps: int | None = None  # stop after this many steps in total (tests)
+    ckpt_dir: str | None = None  # default checkpoints/<model>
+    out: str | None = None  # weight file to write; default assets/weights/<model>.msgpack
+    register: bool = True  # add the registry entry for ``out``
+    weights_dtype: str = "float32"
+    progress: bool = True
+
+
+class TrainState(NamedTuple):
+    params: Any
+    rest: Any  # BatchStats (and anything else that is not a Param)
+    opt_state: Any
+    step: jax.Array
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def make_optimizer(cfg: Config, total_steps: int) -> optax.GradientTransformation:
+    peak = cfg.lr * cfg.batch_size / 256
+    warm = max(1, int(cfg.warmup * total_steps))
+    schedule = optax.join_schedules(
+        [
+            optax.linear_schedule(peak / 10, peak, warm),
+            optax.linear_schedule(peak, 0.0, max(1, total_steps - warm)),
+        ],
+        [warm],
+    )
+    decay_mask = lambda p: jax.tree.map(lambda x: x.ndim > 1, p)  # kernels only
+    return optax.chain(
+        optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),
+        optax.sgd(schedule, momentum=cfg.momentum, nesterov=True),
+    )
+
+
+def augment(rng: np.random.Generator, images: np.ndarray) -> np.ndarray:
+    """Random crop from a 4-pixel reflect padding, and a random horizontal flip.
+
+    Done on the host in numpy: it overlaps with the device's (asynchronous) step.
+    """
+    n, h, w, _ = images.shape
+    padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)), mode="reflect")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (h, w), axis=(1, 2))
+    dy, dx = rng.integers(0, 9, n), rng.integers(0, 9, n)
+    out = windows[np.arange(n), dy, dx].transpose(0, 2, 3, 1)  # [n, C, h, w] -> NHWC
+    flip = rng.random(n) < 0.5
+    out[flip] = out[flip, :, ::-1]
+    return np.ascontiguousarray(out)
+
+
+def make_train_step(graphdef, tx, num_classes: int, label_smoothing: float):
+    def loss_fn(params, rest, images, labels):
+        model = nnx.merge(graphdef, params, rest, copy=True)  # fresh Variables in this trace
+        logits = model(images)
+        target = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
+        loss = optax.softmax_cross_entropy(logits, target).mean()
+        _, _, new_rest = nnx.split(model, nnx.Param, ...)
+        acc = (logits.argmax(-1) == labels).mean()
+        return loss, (new_rest, acc)
+
+    @jax.jit
+    def step(state: TrainState, images, labels):
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        (loss, (rest, acc)), grads = grad_fn(state.params, state.rest, images, labels)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(params, rest, opt_state, state.step + 1), loss, acc
+
+    return step
+
+
+def make_eval_fn(eval_graphdef):
+    @jax.jit
+    def logits(params, rest, images):
+        return nnx.merge(eval_graphdef, params, rest)(images)
+
+    return logits
+
+
+def evaluate(logits_fn, params, rest, images, labels, mesh, batch: int = 1000) -> float:
+    """Top-1 accuracy over all of ``images`` (last batch padded to the device count)."""
+    n_dev = mesh.devices.size
+    batch = max(n_dev, batch // n_dev * n_dev)
+    sharding = NamedSharding(mesh, P("batch"))
+    correct = 0
+    for i in range(0, len(images), batch):
+        x = images[i : i + batch]
+        pad = -len(x) % n_dev
+        xp = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
+        pred = np.asarray(logits_fn(params, rest, jax.device_put(xp, sharding)).argmax(-1))
+        correct += int((pred[: len(x)] == labels[i : i + batch]).sum())
+    return correct / len(images)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _to_host(leaf):
+    if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        return {"key_data": np.asarray(jax.random.key_data(leaf)), "impl": str(leaf.dtype)}
+    return np.asarray(leaf)
+
+
+def save_checkpoint(path: Path, state: TrainState, meta: dict) -> None:
+    """msgpack of every state leaf + a JSON meta record, written atomically."""
+    leaves = jax.tree.leaves(state)
+    blob = serialization.msgpack_serialize(
+        {"meta": json.dumps(meta), "leaves": {str(i): _to_host(x) for i, x in enumerate(leaves)}}
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(blob)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, template: TrainState) -> tuple[TrainState, dict]:
+    raw = serialization.msgpack_restore(path.read_bytes())
+    leaves, treedef = jax.tree.flatten(template)
+    stored = raw["leaves"]
+    if len(stored) != len(leaves):
+        raise ValueError(f"checkpoint {path} has {len(stored)} arrays, expected {len(leaves)}")
+    out = []
+    for i, ref in enumerate(leaves):
+        x = stored[str(i)]
+        if isinstance(x, dict):  # a PRNG key
+            x = jax.random.wrap_key_data(jnp.asarray(x["key_data"]))
+        elif np.shape(x) != np.shape(ref):
+            raise ValueError(f"checkpoint {path}: array {i} has shape {np.shape(x)}, "
+                             f"expected {np.shape(ref)}")
+        else:
+            x = jnp.asarray(x, ref.dtype)
+        out.append(x)
+    return jax.tree.unflatten(treedef, out), json.loads(raw["meta"])
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def hardware() -> str:
+    dev = jax.devices()[0]
+    if dev.platform == "cpu":
+        return f"XLA:CPU, {os.cpu_count()} cores ({platform.processor() or platform.machine()})"
+    return f"{dev.device_kind} x{jax.device_count()}"
+
+
+def train(cfg: Config) -> dict:
+    """Run (or resume) training; return a summary dict (accuracy, times, paths...)."""
+    t_start = time.perf_counter()
+    say = (lambda *a: print(*a, flush=True)) if cfg.progress else (lambda *a: None)
+    src = cfg.data or data.cifar10_default_path()
+    if src is None:
+        raise FileNotFoundError("no CIFAR-10 found: pass --data PATH (folder or tar layout)")
+    x_train, y_train, names = data.load(src, "train", limit=cfg.train_limit)
+    x_test, y_test, _ = data.load(src, "test", limit=cfg.test_limit)
+    say(f"data: {len(x_train)} train / {len(x_test)} test from {src} "
+        f"({time.perf_counter() - t_start:.1f}s)")
+
+    mesh = jax.make_mesh((jax.device_count(),), ("batch",), axis_types=(AxisType.Auto,))
+    n_dev = mesh.devices.size
+    batch = min(cfg.batch_size, len(x_train)) // n_dev * n_dev
+    if batch < 1:
+        raise ValueError(f"need at least {n_dev} training images for {n_dev} devices")
+    steps_per_epoch = len(x_train) // batch
+    replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("batch"))
+
+    model = models.build(cfg.model, len(names), cfg.seed)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    model.eval()
+    eval_graphdef = nnx.split(model, nnx.Param, ...)[0]
+    logits_fn = make_eval_fn(eval_graphdef)
+    n_params = sum(x.size for x in jax.tree.leaves(params))
+
+    ckpt_dir = Path(cfg.ckpt_dir or Path("checkpoints") / cfg.model)
+    ckpt_path = ckpt_dir / "last.msgpack"
+    meta = {"epoch": 0, "train_seconds": 0.0, "epochs": cfg.epochs, "seed": cfg.seed}
+
+    def init_state(epochs):
+        tx = make_optimizer(cfg, epochs * steps_per_epoch)
+        state = TrainState(params, rest, tx.init(params), jnp.zeros((), jnp.int32))
+        return tx, jax.device_put(state, replicated)
+
+    resumed = ckpt_path.is_file()
+    if resumed:
+        stored_meta = json.loads(serialization.msgpack_restore(ckpt_path.read_bytes())["meta"])
+        tx, template = init_state(stored_meta["epochs"])
+        state, meta = load_checkpoint(ckpt_path, template)
+        state = jax.device_put(state, replicated)
+        say(f"resumed {ckpt_path} at epoch {meta['epoch']}/{meta['epochs']}")
+    elif cfg.time_budget is not None:
+        meta["epochs"] = _budget_epochs(cfg, init_state, make_train_step, graphdef, names,
+                                        x_train, y_train, batch, sharded, steps_per_epoch,
+                                        len(x_test), t_start, say)
+    if meta["epochs"] is None:
+        meta["epochs"] = 30
+    if not resumed:
+        tx, state = init_state(meta["epochs"])
+    step_fn = make_train_step(graphdef, tx, len(names), cfg.label_smoothing)
+
+    epochs = meta["epochs"]
+    for epoch in range(meta["epoch"], epochs):
+        t0 = time.perf_counter()
+        rng = np.random.default_rng([cfg.seed, epoch])  # order + augmentation of this epoch
+        perm = rng.permutation(len(x_train))
+        bar = tqdm(range(steps_per_epoch), desc=f"{cfg.model} {epoch + 1}/{epochs}",
+                   disable=not cfg.progress, leave=False, mininterval=5, file=sys.stdout)
+        losses, accs = [], []
+        for i in bar:
+            if cfg.max_steps is not None and int(state.step) >= cfg.max_steps:
+                break
+            idx = perm[i * batch : (i + 1) * batch]
+            xb = jax.device_put(augment(rng, x_train[idx]), sharded)
+            yb = jax.device_put(y_train[idx].astype(np.int32), sharded)
+            state, loss, acc = step_fn(state, xb, yb)
+            losses.append(loss)
+            accs.append(acc)
+            if i % 20 == 0:
+                bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{float(acc):.3f}")
+        bar.close()
+        jax.block_until_ready(state)
+        meta["train_seconds"] += time.perf_counter() - t0
+        meta["epoch"] = epoch + 1
+        meta.setdefault("losses", []).append(float(np.mean(losses)) if losses else None)
+        save_checkpoint(ckpt_path, state, meta)
+        say(f"epoch {epoch + 1}/{epochs}: loss {meta['losses'][-1]:.4f} "
+            f"train acc {float(np.mean(accs)) if accs else 0:.4f} "
+            f"({time.perf_counter() - t0:.0f}s, total {meta['train_seconds'] / 60:.1f} min)")
+        if cfg.max_steps is not None and int(state.step) >= cfg.max_steps:
+            break
+
+    acc = evaluate(logits_fn, state.params, state.rest, x_test, y_test, mesh)
+    summary = {"model": cfg.model, "test_accuracy": acc, "test_images": len(x_test),
+               "epochs": meta["epoch"], "train_seconds": round(meta["train_seconds"], 1),
+               "params": int(n_params), "losses": meta.get("losses", []),
+               "checkpoint": str(ckpt_path)}
+    say(f"test accuracy {acc:.4f} on {len(x_test)} images")
+    if cfg.out or cfg.register:
+        summary.update(_export(cfg, state, eval_graphdef, names, summary))
+    return summary
+
+
+def _budget_epochs(cfg, init_state, make_step, graphdef, names, x, y, batch, sharded,
+                   steps_per_epoch, n_test, t_start, say) -> int:
+    """Time a few throwaway steps and return the epoch count that fits the budget."""
+    tx, state = init_state(1)
+    step = make_step(graphdef, tx, len(names), cfg.label_smoothing)
+    xb = jax.device_put(x[:batch], sharded)
+    yb = jax.device_put(y[:batch].astype(np.int32), sharded)
+    for _ in range(2):  # compile + warm up
+        state, loss, _ = step(state, xb, yb)
+    jax.block_until_ready(loss)
+    n, t0 = 8, time.perf_counter()
+    for _ in range(n):
+        state, loss, _ = step(state, xb, yb)
+    jax.block_until_ready(loss)
+    per_step = (time.perf_counter() - t0) / n
+    epoch_s = per_step * steps_per_epoch * 1.05 + 3  # host overhead, checkpoint
+    tail_s = per_step * n_test / batch + 60  # final eval (~1/3 of a step per batch), export
+    left = cfg.time_budget * 60 - (time.perf_counter() - t_start) - tail_s
+    epochs = max(1, int(left // epoch_s))
+    say(f"time budget {cfg.time_budget} min: {per_step:.3f} s/step, ~{epoch_s:.0f} s/epoch "
+        f"-> {epochs} epochs")
+    return epochs
+
+
+def _export(cfg: Config, state: TrainState, eval_graphdef, names, summary) -> dict:
+    """Write the eval-mode weights (+ registry entry with the sample accuracy)."""
+    model = nnx.merge(eval_graphdef, jax.device_get(state.params), jax.device_get(state.rest))
+    out = Path(cfg.out or weights.WEIGHTS_DIR / f"{cfg.model}.msgpack")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state_to_save = nnx.state(model, (nnx.Param, nnx.BatchStat))
+    digest = weights.save(out, state_to_save, cfg.weights_dtype)
+    # Accuracy of the *stored* weights (they may be float16) on the built-in sample.
+    clf = models.load(cfg.model, weights=out, sha256=digest)
+    xs, ys, _ = data.load("sample")
+    sample_acc = float((np.asarray(jax.jit(clf.apply_fn)(clf.params, xs)).argmax(-1) == ys).mean())
+    if cfg.weights_dtype != "float32":
+        x_test, y_test, _ = data.load(cfg.data or data.cifar10_default_path(), "test",
+                                      limit=cfg.test_limit)
+        preds = np.concatenate([np.asarray(jax.jit(clf.apply_fn)(clf.params, x_test[i:i + 1000])
+                                           ).argmax(-1) for i in range(0, len(x_test), 1000)])
+        summary["test_accuracy"] = float((preds == y_test).mean())
+    entry = {
+        "file": out.name,
+        "sha256": digest,
+        "dtype": cfg.weights_dtype,
+        "params": summary["params"],
+        "test_accuracy": round(summary["test_accuracy"], 4),
+        "test_images": summary["test_images"],
+        "sample_accuracy": round(sample_acc, 4),
+        "epochs": summary["epochs"],
+        "train_seconds": summary["train_seconds"],
+        "hardware": hardware(),
+        "devices": jax.device_count(),
+        "recipe": (f"SGD nesterov m={cfg.momentum} wd={cfg.weight_decay} one-cycle peak lr "
+                   f"{cfg.lr * cfg.batch_size / 256:g}, batch {cfg.batch_size}, crop+flip, "
+                   f"label smoothing {cfg.label_smoothing}"),
+        "class_names": list(names),
+    }
+    if cfg.register and cfg.out is None:
+        registry.write_entry(cfg.model, entry)
+    print(f"wrote {out} sha256 {digest}; sample accuracy {sample_acc:.4f}", flush=True)
+    return {"weights": str(out), "sha256": digest, "sample_accuracy": sample_acc,
+            "entry": entry}
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def parse_args(argv=None) -> tuple[Config, int | None]:
+    p = argparse.ArgumentParser(prog="python -m jaxattack.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = Config()
+    p.add_argument("--model", default=d.model, choices=sorted(registry.ARCHITECTURES))
+    p.add_argument("--data", default=None, help="folder/tar source (default: shared CIFAR-10)")
+    p.add_argument("--epochs", type=int, default=None, help="default 30, or from the budget")
+    p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr, help="peak lr at batch 256")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--train-limit", type=int, default=None)
+    p.add_argument("--test-limit", type=int, default=None)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--ckpt-dir", default=None, help="default checkpoints/<model>")
+    p.add_argument("--out", default=None, help="weight file (default: the package's, registered)")
+    p.add_argument("--no-register", action="store_true")
+    p.add_argument("--weights-dtype", default=d.weights_dtype, choices=["float32", "float16"])
+    p.add_argument("--cpu-devices", type=int, default=None,
+                   help="virtual CPU devices for data parallelism (default: CPU core count)")
+    p.add_argument("--quiet", action="store_true")
+    a = p.parse_args(argv)
+    cfg = Config(model=a.model, data=a.data, epochs=a.epochs, time_budget=a.time_budget,
+                 batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
+                 label_smoothing=a.label_smoothing, seed=a.seed, train_limit=a.train_limit,
+                 test_limit=a.test_limit, max_steps=a.max_steps, ckpt_dir=a.ckpt_dir,
+                 out=a.out, register=not a.no_register, weights_dtype=a.weights_dtype,
+                 progress=not a.quiet)
+    return cfg, a.cpu_devices
+
+
+def main(argv=None) -> int:
+    cfg, cpu_devices = parse_args(argv)
+    n = cpu_devices if cpu_devices is not None else min(os.cpu_count() or 1, 8)
+    try:  # only possible before the first JAX computation in this process
+        jax.config.update("jax_num_cpu_devices", n)
+    except Exception:  # noqa: BLE001 - backend already up: keep its devices
+        pass
+    summary = train(cfg)
+    summary.pop("losses", None)
+    print(json.dumps({k: v for k, v in summary.items() if k != "entry"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
