@@ -266,9 +266,14 @@ def _import_tfds(what: str):
 
 def _load_tfds(name: str, split: str, data_dir, **select) -> Arrays:
     tfds = _import_tfds(f"source 'tfds:{name}'")
-    ds, info = tfds.load(
-        name, split=split, data_dir=data_dir, as_supervised=True, batch_size=-1, with_info=True
-    )
+    try:  # never downloads: prepare the dataset once with tfds (or `tfds build`) first
+        ds, info = tfds.load(name, split=split, data_dir=data_dir, as_supervised=True,
+                             batch_size=-1, with_info=True, download=False)
+    except Exception as e:
+        raise FileNotFoundError(
+            f"tfds dataset {name!r} (split {split!r}) is not prepared in data_dir="
+            f"{data_dir or '~/tensorflow_datasets'} and jaxattack does not download: {e}"
+        ) from e
     images, labels = tfds.as_numpy(ds)
     names = tuple(info.features["label"].names)
     return _finish(np.asarray(images, np.uint8), np.asarray(labels, np.int64), names, **select)

@@ -193,7 +193,13 @@ def load_checkpoint(path: Path, template: TrainState) -> tuple[TrainState, dict]
 def hardware() -> str:
     dev = jax.devices()[0]
     if dev.platform == "cpu":
-        return f"XLA:CPU, {os.cpu_count()} cores ({platform.processor() or platform.machine()})"
+        cpu = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+        except (OSError, StopIteration):
+            pass
+        return f"XLA:CPU, {os.cpu_count()} cores ({cpu})"
     return f"{dev.device_kind} x{jax.device_count()}"
 
 

@@ -191,3 +191,9 @@ def test_png_bytes_roundtrip_decode():
     buf = io.BytesIO()
     Image.new("RGB", (4, 4), (9, 8, 7)).save(buf, "PNG")
     assert data._decode("x.png", buf.getvalue())[0, 0].tolist() == [9, 8, 7]
+
+
+def test_unprepared_tfds_dataset_is_a_clear_error_not_a_download(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    with pytest.raises(FileNotFoundError, match="not prepared"):
+        data.load("tfds:cifar10", data_dir=tmp_path)
