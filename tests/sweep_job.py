@@ -1,0 +1,30 @@
+"""A small sweep, run as a real subprocess by the kill-and-resume test.
+
+    python -m tests.sweep_job OUT [DEVICES]
+"""
+
+import sys
+
+from jaxattack import sweep
+from tests import toys
+
+EXPERIMENTS = sweep.grid(["toy"], [1, 2], ["untargeted", "all-targets"], population=16,
+                         generations=8)
+
+
+def run(out, **kw):
+    from jaxattack.attack import predict
+
+    clf = toys.small_cnn()
+    x = toys.random_images(40, 12, 12, seed=3)
+    y = predict(clf, x).argmax(-1)
+    return sweep.run(EXPERIMENTS, out, images=40, load_model=lambda name: clf,
+                     load_data=lambda src, split: (x, y, tuple("abcdefghij")),
+                     batch_size=4, flush_every=8, progress=False, **kw)
+
+
+if __name__ == "__main__":
+    import jax
+
+    jax.config.update("jax_num_cpu_devices", 2)
+    run(sys.argv[1], devices=int(sys.argv[2]) if len(sys.argv) > 2 else None)

@@ -1,0 +1,147 @@
+"""Sweeps: continuous batching equals the plain engine; kill -9 and resume loses nothing."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import jaxattack as ja
+from jaxattack import store as store_mod
+from jaxattack import sweep
+from jaxattack.attack import predict
+from tests import sweep_job, toys
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = ("experiment", "image_id", "target")
+
+
+def _by_key(rows):
+    return {tuple(r[k] for k in KEY): r for r in rows}
+
+
+@pytest.fixture(scope="module")
+def reference_store(tmp_path_factory):
+    """The kill test's sweep, uninterrupted, in this process (8 devices here)."""
+    return sweep_job.run(tmp_path_factory.mktemp("ref"))
+
+
+@pytest.fixture(scope="module")
+def reference(reference_store):
+    return reference_store.rows()
+
+
+def test_select_images_is_balanced_and_prefix_stable():
+    labels = np.repeat(np.arange(4), 5)[::-1].copy()
+    a, b = sweep.select_images(labels, 6), sweep.select_images(labels, 10)
+    assert set(a) <= set(b)
+    assert np.bincount(labels[b], minlength=4).tolist() == [3, 3, 2, 2]
+
+
+def test_default_targets_are_other_classes():
+    ids = np.arange(500)
+    labels = ids % 10
+    t = sweep.default_targets(0, ids, labels, 10)
+    assert (t != labels).all() and set(t) == set(range(10))
+    np.testing.assert_array_equal(t, sweep.default_targets(0, ids, labels, 10))
+
+
+def test_sweep_equals_the_plain_engine_per_image(tmp_path):
+    clf = toys.small_cnn()
+    x = toys.random_images(30, 12, 12)
+    y = predict(clf, x).argmax(-1)
+    exps = sweep.grid(["toy"], [1], ["untargeted", "targeted"], population=16, generations=6)
+    st = sweep.run(exps, tmp_path, images=20, batch_size=3, progress=False,
+                   load_model=lambda n: clf, load_data=lambda s, split: (x, y, tuple("abcdefghij")))
+    sel = sweep.select_images(y, 20)
+    for exp in exps:
+        tg = sweep.default_targets(0, sel, y[sel], 10) if exp.mode == "targeted" else None
+        ref = ja.attack(clf, x[sel], y[sel], exp.config(), targets=tg, image_ids=sel)
+        rows = sorted((r for r in st.rows() if r["mode"] == exp.mode),
+                      key=lambda r: r["image_id"])
+        assert [r["image_id"] for r in rows] == sel.tolist()
+        for i, r in enumerate(rows):
+            assert r["pixel_values"] == ref.pixels[i].tolist()
+            assert r["success"] == bool(ref.success[i])
+            assert r["queries"] == int(ref.queries[i])
+            assert r["prob_adv_after"] == float(ref.prob_adv_after[i])
+
+
+def test_saved_pngs_still_fool_the_model(tmp_path):
+    clf = toys.planted()
+    x = toys.random_images(6)
+    st = sweep.run([sweep.Experiment("planted", population=100, generations=60)], tmp_path,
+                   images=6, load_model=lambda n: clf, progress=False,
+                   load_data=lambda s, split: (x, np.zeros(6, int), ("a", "b", "c")))
+    rows = st.rows()
+    assert len(rows) == 6 and all(r["success"] and r["png"] for r in rows)
+    adv = np.stack([store_mod.load_png(tmp_path / r["png"]) for r in rows])
+    assert (predict(clf, adv).argmax(-1) != 0).all()
+    orig = store_mod.load_png(tmp_path / rows[0]["png"].replace("_adv", "_orig"))
+    np.testing.assert_array_equal(orig, x[rows[0]["image_id"]])
+    assert (tmp_path / rows[0]["png"].replace("_adv", "_crop")).exists()
+
+
+def test_torn_final_line_is_skipped_and_repaired(tmp_path):
+    st = store_mod.ResultStore(tmp_path)
+    st.append([{"experiment": "e", "image_id": 1, "target": -1}])
+    with open(st.results, "a") as f:
+        f.write('{"experiment": "e", "ima')
+    assert len(st.rows()) == 1
+    st.repair()
+    st.append([{"experiment": "e", "image_id": 2, "target": -1}])
+    assert [r["image_id"] for r in st.rows()] == [1, 2]
+    st.results.write_text('{"a": 1}\nnot json\n{"b": 2}\n')
+    with pytest.raises(ValueError, match="corrupt row"):
+        st.rows()
+
+
+def _lines(path):
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def test_kill_and_resume_loses_and_duplicates_nothing(tmp_path, reference):
+    out = tmp_path / "run"
+    results = out / "results.jsonl"
+    cmd = [sys.executable, "-m", "tests.sweep_job", str(out)]
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    for kill_after in (8, 200):  # rows on disk before each kill -9
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+        deadline = time.monotonic() + 120
+        while _lines(results) < kill_after and proc.poll() is None:
+            assert time.monotonic() < deadline, "the sweep made no progress"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert 0 < _lines(results) < len(reference), "the kill did not land mid-sweep"
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True)
+    rows = store_mod.ResultStore(out).rows()
+    keys = [tuple(r[k] for k in KEY) for r in rows]
+    assert len(keys) == len(set(keys)) == len(reference) == 800
+    got, want = _by_key(rows), _by_key(reference)
+    assert got.keys() == want.keys()
+    for k in want:
+        assert json.dumps(got[k], sort_keys=True) == json.dumps(want[k], sort_keys=True)
+
+
+def test_rerun_of_a_finished_sweep_does_nothing(tmp_path, reference_store):
+    out = tmp_path / "run"
+    shutil.copytree(reference_store.root, out)
+    before = (out / "results.jsonl").read_bytes()
+    sweep_job.run(out)
+    assert (out / "results.jsonl").read_bytes() == before
+
+
+def test_bad_sweep_arguments(tmp_path):
+    with pytest.raises(ValueError, match="save_images"):
+        sweep.run([], tmp_path, save_images="some")
+    with pytest.raises(ValueError, match="images must be >= 1"):
+        sweep.run([], tmp_path, images=0)
+    with pytest.raises(ValueError, match="pixels must be >= 1"):
+        sweep.Experiment("tiny", pixels=0)
