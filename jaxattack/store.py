@@ -50,15 +50,23 @@ def read_rows(path: Path) -> tuple[list[dict], int]:
 
 
 class ResultStore:
-    """A run folder. ``append`` rows, ``done`` keys for resuming, ``save_pngs`` images."""
+    """A run folder. ``append`` rows, ``done`` keys for resuming, ``save_pngs`` images.
 
-    def __init__(self, root: str | os.PathLike):
+    With ``shard=(i, n)`` (process ``i`` of ``n``) this writer appends to its own
+    ``results.p{i}.jsonl``; reading always merges every ``results*.jsonl`` shard.
+    """
+
+    def __init__(self, root: str | os.PathLike, shard: tuple[int, int] = (0, 1)):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.results = self.root / RESULTS
+        i, n = shard
+        self.results = self.root / (RESULTS if n == 1 else f"results.p{i}.jsonl")
+
+    def shards(self) -> list[Path]:
+        return sorted(self.root.glob("results*.jsonl"))
 
     def rows(self) -> list[dict]:
-        return read_rows(self.results)[0]
+        return [r for path in self.shards() for r in read_rows(path)[0]]
 
     def done(self) -> set[tuple[str, int, int]]:
         """``(experiment, image_id, target)`` of every stored row."""

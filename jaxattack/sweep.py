@@ -187,11 +187,16 @@ def run(
     load_model: Callable[[str], Classifier] = load_classifier,
     load_data: Callable | None = None,
     flush_every: int = FLUSH_PROBLEMS,
+    process: tuple[int, int] | None = None,
 ) -> ResultStore:
     """Run (or resume) ``experiments`` on the first ``images`` images of each data source.
 
     Finished problems are verified and appended in batches of ``flush_every`` (or every
     ``FLUSH_SECONDS``); a killed run loses at most the unflushed ones.
+
+    ``process=(i, n)``, by default ``(jax.process_index(), jax.process_count())``: this
+    process attacks every n-th selected image, starting at the i-th, on its local
+    devices, and appends to its own store shard. Processes never wait for each other.
     """
     if save_images not in SAVE_IMAGES:
         raise ValueError(f"save_images must be one of {SAVE_IMAGES}, got {save_images!r}")
@@ -201,7 +206,11 @@ def run(
         from jaxattack import data
 
         load_data = data.load
-    store = ResultStore(out)
+    if process is None:
+        import jax
+
+        process = (jax.process_index(), jax.process_count())
+    store = ResultStore(out, shard=process)
     store.repair()
     done = store.done()
     mesh = make_mesh(devices)
@@ -211,10 +220,12 @@ def run(
 
     for (model, source, split), exps in by_source.items():
         x_all, y_all, names = load_data(source, split=split)
-        sel = select_images(np.asarray(y_all), images)
+        sel = select_images(np.asarray(y_all), images)[process[0]::process[1]]
         x, y, ids = x_all[sel], np.asarray(y_all[sel], np.int32), sel.astype(np.int64)
         clf = load_model(model)
-        store.write_meta(store.meta() | {"class_names": list(names), "version": __version__})
+        if process[0] == 0:
+            store.write_meta(store.meta() | {"class_names": list(names),
+                                             "version": __version__})
         before = clean_probs(clf, x)
         by_spec = defaultdict(list)
         for exp in exps:

@@ -1,6 +1,6 @@
-"""A small sweep, run as a real subprocess by the kill-and-resume test.
+"""A small sweep, run as a real subprocess by the kill-and-resume and multi-process tests.
 
-    python -m tests.sweep_job OUT [DEVICES]
+    python -m tests.sweep_job OUT [DEVICES [COORDINATOR NUM_PROCESSES PROCESS_ID]]
 """
 
 import sys
@@ -26,5 +26,13 @@ def run(out, **kw):
 if __name__ == "__main__":
     import jax
 
-    jax.config.update("jax_num_cpu_devices", 2)
-    run(sys.argv[1], devices=int(sys.argv[2]) if len(sys.argv) > 2 else None)
+    jax.config.update("jax_num_cpu_devices", int(sys.argv[2]) if len(sys.argv) > 2 else 2)
+    if len(sys.argv) > 3:
+        from jaxattack import distributed
+
+        coordinator, n, i = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+        distributed.initialize(coordinator, n, i)
+        run(sys.argv[1])
+        distributed.barrier()
+    else:
+        run(sys.argv[1])

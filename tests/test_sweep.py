@@ -130,6 +130,25 @@ def test_kill_and_resume_loses_and_duplicates_nothing(tmp_path, reference):
         assert json.dumps(got[k], sort_keys=True) == json.dumps(want[k], sort_keys=True)
 
 
+def test_two_processes_with_jax_distributed_equal_one(tmp_path, reference):
+    out = tmp_path / "run"
+    port = 20000 + os.getpid() % 20000
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-m", "tests.sweep_job", str(out), "1",
+                               f"localhost:{port}", "2", str(i)], cwd=ROOT, env=env)
+             for i in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    st = store_mod.ResultStore(out)
+    assert [p.name for p in st.shards()] == ["results.p0.jsonl", "results.p1.jsonl"]
+    shard_keys = [{tuple(r[k] for k in KEY) for r in store_mod.read_rows(p)[0]}
+                  for p in st.shards()]
+    assert shard_keys[0] and shard_keys[1] and not shard_keys[0] & shard_keys[1]
+    got, want = _by_key(st.rows()), _by_key(reference)
+    assert len(st.rows()) == len(got) == len(want)
+    for k in want:
+        assert json.dumps(got[k], sort_keys=True) == json.dumps(want[k], sort_keys=True)
+
+
 def test_rerun_of_a_finished_sweep_does_nothing(tmp_path, reference_store):
     out = tmp_path / "run"
     shutil.copytree(reference_store.root, out)
