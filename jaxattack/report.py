@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-RESULTS = "results.jsonl"
-META = "meta.json"
+from jaxattack.store import META, RESULTS, read_rows, shard_paths
+
 FIGURES = "figures"
 MODES = ("untargeted", "targeted", "all-targets")
 # The config fields that define one aggregate: an experiment less its seed (seeds pool).
@@ -35,28 +35,15 @@ MAX_PANELS = 12
 # --------------------------------------------------------------------------- loading
 
 def load_rows(run_dir: str | os.PathLike) -> list[dict]:
-    """Rows of ``RUN/results.jsonl``.
+    """Rows of every ``RUN/results*.jsonl`` shard (see ``store.read_rows``).
 
-    A final line that does not parse (a writer killed mid-row) is skipped; a bad line
+    A final line without its newline (a writer killed mid-row) is skipped; a bad line
     anywhere else is a ``ValueError`` naming the file and line.
     """
-    path = Path(run_dir) / RESULTS
-    if not path.is_file():
+    paths = shard_paths(run_dir)
+    if not paths:
         raise FileNotFoundError(f"no {RESULTS} in {run_dir}: nothing to report")
-    lines = [(n, line) for n, line in enumerate(path.read_bytes().splitlines(), 1)
-             if line.strip()]
-    rows = []
-    for i, (n, line) in enumerate(lines):
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError included
-            if i == len(lines) - 1:
-                break  # torn final line
-            raise ValueError(f"{path}:{n}: corrupt row before the last line ({e})") from None
-        rows.append(row)
-    return rows
+    return [r for p in paths for r in read_rows(p)[0]]
 
 
 def load_meta(run_dir: str | os.PathLike) -> dict:

@@ -49,6 +49,11 @@ def read_rows(path: Path) -> tuple[list[dict], int]:
     return rows, end
 
 
+def shard_paths(root: str | os.PathLike) -> list[Path]:
+    """``results.jsonl`` and the per-process ``results.p{i}.jsonl`` shards of a run."""
+    return sorted(Path(root).glob("results*.jsonl"))
+
+
 class ResultStore:
     """A run folder. ``append`` rows, ``done`` keys for resuming, ``save_pngs`` images.
 
@@ -63,7 +68,7 @@ class ResultStore:
         self.results = self.root / (RESULTS if n == 1 else f"results.p{i}.jsonl")
 
     def shards(self) -> list[Path]:
-        return sorted(self.root.glob("results*.jsonl"))
+        return shard_paths(self.root)
 
     def rows(self) -> list[dict]:
         return [r for path in self.shards() for r in read_rows(path)[0]]

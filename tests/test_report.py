@@ -113,9 +113,12 @@ def test_corrupt_middle_line_is_an_error(tmp_path):
     (tmp_path / "results.jsonl").write_text(f"{good}\n{good[:30]}\n{good}\n")
     with pytest.raises(ValueError, match=r"results\.jsonl:2: corrupt row"):
         report.load_rows(tmp_path)
-    # the same torn line as the last line is skipped
-    (tmp_path / "results.jsonl").write_text(f"{good}\n{good}\n\n{good[:30]}\n")
+    # a torn last line (no newline: the writer was killed mid-row) is skipped
+    (tmp_path / "results.jsonl").write_text(f"{good}\n{good}\n\n{good[:30]}")
     assert len(report.load_rows(tmp_path)) == 2
+    # ...even when the cut happens to leave valid JSON
+    (tmp_path / "results.jsonl").write_text(f"{good}\n{good}")
+    assert len(report.load_rows(tmp_path)) == 1
 
 
 def test_missing_store_is_a_clear_error(tmp_path):

@@ -1,0 +1,85 @@
+"""The command line end to end on the built-in sample, and its errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jaxattack import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = str(ROOT / "tests" / "cli_model.py") + ":classifier"
+FAST = ["--population", "8", "--generations", "3", "--images", "6", "--no-progress"]
+
+
+def test_attack_end_to_end_files_and_numbers(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = cli.main(["attack", "--model", MODEL, "--mode", "all-targets", "--out", str(out),
+                   "--save-images", "all", *FAST])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "report.md" in printed and "all-targets" in printed
+    for f in ("results.jsonl", "meta.json", "summary.json", "report.md",
+              "figures/class_pairs.png", "figures/success_vs_queries.png"):
+        assert (out / f).is_file(), f
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 * 9
+    assert all((out / r["png"]).is_file() for r in rows)
+    agg = json.loads((out / "summary.json").read_text())["aggregates"]
+    assert len(agg) == 1
+    ok = [r for r in rows if r["clean_correct"]]
+    assert agg[0]["success_rate"] == pytest.approx(sum(r["success"] for r in ok) / len(ok))
+    assert agg[0]["mean_queries"] == pytest.approx(sum(r["queries"] for r in ok) / len(ok))
+    assert all(r["queries"] == 8 * (r["generations_used"] + 1) for r in rows)
+    names = json.loads((out / "meta.json").read_text())["class_names"]
+    assert names[0] == "airplane" and len(names) == 10
+
+
+def test_sweep_then_report_rerenders_without_recomputing(tmp_path, capsys):
+    out = tmp_path / "grid"
+    assert cli.main(["sweep", "--models", MODEL, "--pixels", "1,2", "--modes",
+                     "untargeted,targeted", "--out", str(out), *FAST]) == 0
+    before = (out / "results.jsonl").read_bytes()
+    assert len(before.splitlines()) == 4 * 6
+    (out / "summary.json").unlink()
+    assert cli.main(["report", str(out)]) == 0
+    assert (out / "summary.json").is_file()
+    assert (out / "results.jsonl").read_bytes() == before
+    assert len(json.loads((out / "summary.json").read_text())["aggregates"]) == 4
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["attack", "--model", "no-such-model"], "no-such-model"),
+    (["attack", "--model", "missing.py:f"], "model file not found"),
+    (["attack", "--model", f"{ROOT}/tests/cli_model.py:not_a_classifier"], "not a jaxattack"),
+    (["attack", "--model", MODEL, "--data", "/no/such/data"], "/no/such/data"),
+    (["attack", "--model", MODEL, "--pixels", "0"], "pixels must be >= 1"),
+    (["attack", "--model", MODEL, "--images", "-1"], "--images must be >= 1"),
+    (["attack", "--model", MODEL, "--population", "2"], "population must be >= 4"),
+    (["sweep", "--models", MODEL, "--out", "x", "--coordinator", "h:1"], "needs --distributed"),
+    (["report", "/no/such/run"], "no results.jsonl"),
+])
+def test_bad_input_is_one_line_and_exit_1(argv, match, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main([*argv, *(["--no-progress"] if argv[0] != "report" else [])]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("jaxattack: error:") and match in err and "\n" not in err
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["attack", "--mode", "sideways"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        cli.main(["sweep", "--pixels", "1,x", "--out", "o"])
+    assert e.value.code == 2
+
+
+def test_console_script_help():
+    out = subprocess.run([sys.executable, "-m", "jaxattack.cli", "attack", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    for opt in ("--model", "--data", "--pixels", "--mode", "--images", "--preset",
+                "--population", "--generations", "--out"):
+        assert opt in out
