@@ -66,7 +66,7 @@ def main(argv=None):
             eng = engine.Engine(spec, clf, mesh, slots)
             keys = np.asarray(jax.random.split(jax.random.PRNGKey(0), slots))
 
-            def run():
+            def run(eng=eng, spec=spec, slots=slots, keys=keys, x=x):
                 new = engine.empty_slots(spec, slots)
                 new.key[:], new.image[:] = keys, np.asarray(x[:slots])
                 new.label[:], new.active[:] = 0, True
