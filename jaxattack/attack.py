@@ -150,11 +150,14 @@ def _num_slots(config: AttackConfig, num_problems: int, mesh) -> int:
 
 
 def search(engine: Engine, keys, images, labels, targets, on_finished, progress=False,
-           desc=None) -> None:
+           desc=None, refill: bool = True) -> float:
     """Continuous batching over a queue of problems (rows of the argument arrays).
 
     Slots are refilled as problems finish, until the queue drains. For each batch of
     finished problems, ``on_finished(rows, genes, found, generations)`` is called.
+    ``refill=False`` runs fixed batches instead (each batch until its last problem
+    finishes; for comparison). Returns the utilisation: useful slot-generations over
+    computed ones.
     """
     P, S = len(keys), engine.num_slots
     per_dev = S // engine.mesh.devices.size
@@ -166,6 +169,8 @@ def search(engine: Engine, keys, images, labels, targets, on_finished, progress=
     with bar:
         while (in_slot >= 0).any() or queued < P:
             free = np.flatnonzero(in_slot < 0)[: P - queued]
+            if not refill and (in_slot >= 0).any():
+                free = free[:0]  # fixed batches: load only into an empty engine
             if free.size:
                 rows = np.arange(queued, queued + free.size)
                 new = empty_slots(engine.spec, S)
@@ -177,7 +182,7 @@ def search(engine: Engine, keys, images, labels, targets, on_finished, progress=
                 engine.load(mask, new)
                 in_slot[free], queued = rows, queued + free.size
             # Return to the host for a refill once some slots finish; at the end, run out.
-            view = engine.evolve(max(1, per_dev // 8) if queued < P else per_dev)
+            view = engine.evolve(max(1, per_dev // 8) if queued < P and refill else per_dev)
             done = np.flatnonzero((in_slot >= 0) & ~view.active)
             if done.size:
                 on_finished(in_slot[done], view.genes[done], view.found[done],
@@ -188,7 +193,10 @@ def search(engine: Engine, keys, images, labels, targets, on_finished, progress=
             bar.update(done.size)
             if progress and bar.n:
                 rate = queries / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(fooled=f"{fooled}/{bar.n}", q_s=f"{rate:,.0f}", refresh=False)
+                util = queries / engine.spec.population / max(engine.computed, 1)
+                bar.set_postfix(fooled=f"{fooled}/{bar.n}", q_s=f"{rate:,.0f}",
+                                util=f"{util:.0%}", refresh=False)
+    return queries / engine.spec.population / max(engine.computed, 1)
 
 
 def verify(classifier: Classifier, config: AttackConfig, clean, before, image_index, image_id,

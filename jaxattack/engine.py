@@ -144,14 +144,21 @@ def _generation(spec: SearchSpec, classifier: Classifier, params, s: Slots) -> S
 
 
 def _evolve_local(spec, classifier, s: Slots, params, min_finished):
-    """Run generations on this device's slots until ``min_finished`` of them finish."""
+    """Run generations on this device's slots until ``min_finished`` of them finish.
+
+    Also returns how many generations this device ran (``[1]``, for utilisation).
+    """
     start = s.active.sum()
 
-    def cond(s):
-        left = s.active.sum()
+    def cond(carry):
+        left = carry[0].active.sum()
         return (left > 0) & (start - left < min_finished)
 
-    return jax.lax.while_loop(cond, functools.partial(_generation, spec, classifier, params), s)
+    def body(carry):
+        return _generation(spec, classifier, params, carry[0]), carry[1] + 1
+
+    s, n = jax.lax.while_loop(cond, body, (s, jnp.zeros((1,), jnp.int32)))
+    return s, n
 
 
 def _view(s: Slots) -> tuple:
@@ -171,6 +178,7 @@ class Engine:
         self.params = jax.device_put(classifier.params, NamedSharding(mesh, P()))
         self._evolve, self._load, self._view = _programs(spec, classifier, mesh)
         self.slots = jax.device_put(empty_slots(spec, num_slots), self.sharding)
+        self.computed = 0
 
     def load(self, mask: np.ndarray, new: Slots) -> None:
         """Put fresh problems into the slots where ``mask`` is set."""
@@ -179,8 +187,11 @@ class Engine:
 
     def evolve(self, min_finished: int) -> SlotView:
         """Run until every device has seen ``min_finished`` slots finish (or none is active)."""
-        self.slots = self._evolve(self.slots, self.params, jnp.int32(min_finished))
-        return SlotView(*jax.device_get(self._view(self.slots)))
+        self.slots, steps = self._evolve(self.slots, self.params, jnp.int32(min_finished))
+        view = SlotView(*jax.device_get(self._view(self.slots)))
+        # Slot-generations computed, useful or not (utilisation = useful / computed).
+        self.computed += int(np.asarray(steps).sum()) * (self.num_slots // steps.shape[0])
+        return view
 
 
 @functools.lru_cache(maxsize=8)
@@ -188,7 +199,8 @@ def _programs(spec: SearchSpec, classifier: Classifier, mesh: Mesh):
     """Jitted (evolve, load, view), cached so repeated attacks do not recompile."""
     evolve = jax.shard_map(
         functools.partial(_evolve_local, spec, classifier),
-        mesh=mesh, in_specs=(P(AXIS), P(), P()), out_specs=P(AXIS), check_vma=False,
+        mesh=mesh, in_specs=(P(AXIS), P(), P()), out_specs=(P(AXIS), P(AXIS)),
+        check_vma=False,
     )
     sharded = NamedSharding(mesh, P(AXIS))
     return (jax.jit(evolve, donate_argnums=0),

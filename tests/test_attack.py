@@ -168,3 +168,31 @@ def test_a_success_that_does_not_survive_verification_is_not_reported():
     r = ja.attack(shifty, toys.random_images(3), [0, 0, 0], SMALL)
     assert r.search_success.all() and not r.success.any()
     assert r.summary()["search_not_verified"] == 3
+
+
+def test_continuous_batching_equals_fixed_batches_and_wastes_less():
+    from jaxattack.attack import problem_keys, search, spec_of
+    from jaxattack.engine import Engine
+    from jaxattack.sharding import make_mesh
+
+    clf = toys.small_cnn()
+    x = toys.random_images(24, 10, 10)
+    y = predict(clf, x).argmax(-1).astype(np.int32)
+    cfg = ja.AttackConfig(population=12, generations=12)
+    tgt = np.full(24, -1, np.int32)
+    keys = problem_keys(0, np.arange(24), tgt)
+    runs = {}
+    for refill in (False, True):
+        eng = Engine(spec_of(cfg, x.shape[1:]), clf, make_mesh(2), 4)
+        out = {"genes": np.zeros((24, 5), np.float32), "gens": np.zeros(24, np.int64)}
+
+        def keep(rows, g, f, n, out=out):
+            out["genes"][rows], out["gens"][rows] = g, n
+
+        out["util"] = search(eng, keys, x, y, tgt, keep, refill=refill)
+        runs[refill] = out
+    np.testing.assert_array_equal(runs[False]["genes"], runs[True]["genes"])
+    np.testing.assert_array_equal(runs[False]["gens"], runs[True]["gens"])
+    assert len(set(runs[True]["gens"].tolist())) > 1  # problems finish at different times
+    assert runs[True]["util"] > runs[False]["util"]
+    assert 0 < runs[False]["util"] < 1 and runs[True]["util"] <= 1
