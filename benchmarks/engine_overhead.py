@@ -1,11 +1,11 @@
 """Engine overhead: raw forward throughput vs attack throughput at the same batch.
 
-    python benchmarks/engine_overhead.py --model tiny --slots 4,8,16 --devices 1,2
+    python benchmarks/engine_overhead.py --model tiny --slots 2,4,8 --devices 1,2
 
 For each (devices, slots) the forward batch is ``slots * population`` images. "raw" is
 the jitted classifier alone on such a batch (sharded the same way); "attack" is the
 engine's jitted generation loop (DE, painting, forward, selection) with early stop off,
-so every slot runs every generation. Writes JSON (and prints a markdown table).
+so every slot runs every generation. Prints a markdown table; ``--out`` writes JSON.
 """
 
 from __future__ import annotations
@@ -18,12 +18,74 @@ import sys
 import time
 
 
+def measure(clf, mesh, slots: int, population: int, generations: int, repeats: int) -> dict:
+    """Raw forward img/s and attack queries/s on the same batch shape."""
+    import jax
+    import numpy as np
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from jaxattack import engine
+
+    h, w, c = clf.input_shape or (32, 32, 3)
+    n_dev = mesh.devices.size
+    slots = -(-slots // n_dev) * n_dev
+    batch = slots * population
+    images = np.random.default_rng(0).integers(0, 256, (batch, h, w, c), dtype=np.uint8)
+    x = jax.device_put(images, NamedSharding(mesh, P(engine.AXIS)))
+    params = jax.device_put(clf.params, NamedSharding(mesh, P()))
+    fwd = jax.jit(clf.probs)
+    fwd(params, x).block_until_ready()
+
+    def forward():
+        t0 = time.perf_counter()
+        fwd(params, x).block_until_ready()
+        return time.perf_counter() - t0
+
+    raw = batch / min(forward() for _ in range(repeats))
+    spec = engine.SearchSpec(1, h, w, c, population, generations, early_stop="none")
+    eng = engine.Engine(spec, clf, mesh, slots)
+    keys = np.asarray(jax.random.split(jax.random.PRNGKey(0), slots))
+
+    def attack():
+        new = engine.empty_slots(spec, slots)
+        new.key[:], new.image[:] = keys, images[:slots]
+        new.label[:], new.active[:] = 0, True
+        eng.load(np.ones(slots, bool), new)
+        t0 = time.perf_counter()
+        eng.evolve(slots)
+        return time.perf_counter() - t0
+
+    first = attack()  # compile + run
+    best = min(attack() for _ in range(repeats))
+    q = batch * (generations + 1) / best
+    return dict(devices=n_dev, slots=slots, batch=batch, raw_img_s=raw, attack_q_s=q,
+                ratio=q / raw, compile_s=max(first - best, 0.0))
+
+
+def machine() -> str:
+    import jax
+
+    dev = jax.devices()[0]
+    kind = dev.device_kind if dev.platform != "cpu" else platform.processor() or "cpu"
+    return f"{platform.machine()}, {os.cpu_count()} cores, {dev.platform}: {kind}"
+
+
+def markdown(rows: list[dict]) -> str:
+    out = ["| model | devices | slots | batch | raw img/s | attack q/s | attack/raw | "
+           "compile s |", "|---|---|---|---|---|---|---|---|"]
+    out += [f"| {r.get('model', '')} | {r['devices']} | {r['slots']} | {r['batch']} | "
+            f"{r['raw_img_s']:,.0f} | {r['attack_q_s']:,.0f} | {r['ratio']:.2f} | "
+            f"{r['compile_s']:.1f} |" for r in rows]
+    return "\n".join(out)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="tiny", help="zoo model name (random weights are fine)")
     ap.add_argument("--population", type=int, default=400)
     ap.add_argument("--generations", type=int, default=8)
-    ap.add_argument("--slots", default="4,8,16", help="problems per batch (comma list)")
+    ap.add_argument("--slots", default="2,4,8", help="problems per batch (comma list)")
     ap.add_argument("--devices", default="1,2", help="virtual CPU device counts to try")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=None, help="write the JSON here")
@@ -33,67 +95,22 @@ def main(argv=None):
     import jax
 
     jax.config.update("jax_num_cpu_devices", max(counts))  # only affects the CPU backend
-    import jax.numpy as jnp
-    import numpy as np
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
-
-    from jaxattack import engine, models
+    from jaxattack import models
     from jaxattack.sharding import make_mesh
 
     clf = models.load(args.model, weights=None)
     rows = []
     for n_dev in counts:
-        mesh = make_mesh(n_dev)
         for slots in [int(s) for s in args.slots.split(",")]:
-            slots = -(-slots // n_dev) * n_dev
-            batch = slots * args.population
-            x = jax.device_put(np.random.default_rng(0).integers(0, 256, (batch, 32, 32, 3),
-                                                                   dtype=np.uint8),
-                               NamedSharding(mesh, P(engine.AXIS)))
-            params = jax.device_put(clf.params, NamedSharding(mesh, P()))
-            fwd = jax.jit(clf.probs)
-            fwd(params, x).block_until_ready()
-            t = []
-            for _ in range(args.repeats):
-                t0 = time.perf_counter()
-                fwd(params, x).block_until_ready()
-                t.append(time.perf_counter() - t0)
-            raw = batch / min(t)
-
-            spec = engine.SearchSpec(1, 32, 32, 3, args.population, args.generations,
-                                     early_stop="none")
-            eng = engine.Engine(spec, clf, mesh, slots)
-            keys = np.asarray(jax.random.split(jax.random.PRNGKey(0), slots))
-
-            def run(eng=eng, spec=spec, slots=slots, keys=keys, x=x):
-                new = engine.empty_slots(spec, slots)
-                new.key[:], new.image[:] = keys, np.asarray(x[:slots])
-                new.label[:], new.active[:] = 0, True
-                eng.load(np.ones(slots, bool), new)
-                t0 = time.perf_counter()
-                eng.evolve(slots)
-                return time.perf_counter() - t0
-
-            compile_s = run()  # first call: compile + run
-            best = min(run() for _ in range(args.repeats))
-            q = batch * (args.generations + 1) / best
-            rows.append(dict(devices=n_dev, slots=slots, batch=batch, raw_img_s=raw,
-                             attack_q_s=q, ratio=q / raw, compile_s=compile_s - best))
+            rows.append({"model": args.model} | measure(
+                clf, make_mesh(n_dev), slots, args.population, args.generations, args.repeats))
             print(json.dumps(rows[-1]), flush=True)
-
-    meta = dict(model=args.model, population=args.population, generations=args.generations,
-                machine=f"{platform.machine()} {os.cpu_count()} cores, {jax.default_backend()}",
+    meta = dict(population=args.population, generations=args.generations, machine=machine(),
                 jax=jax.__version__, python=sys.version.split()[0])
-    print(f"\n{meta}\n\n| devices | slots | batch | raw img/s | attack q/s | ratio | compile s |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['devices']} | {r['slots']} | {r['batch']} | {r['raw_img_s']:,.0f} | "
-              f"{r['attack_q_s']:,.0f} | {r['ratio']:.2f} | {r['compile_s']:.1f} |")
+    print(f"\n{meta}\n\n{markdown(rows)}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=1)
-    del jnp
 
 
 if __name__ == "__main__":
