@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxattack import codec, inputs, objective
+from jaxattack import codec, inputs, objective, strategies
 from jaxattack.classifier import Classifier
 from jaxattack.engine import Engine, SearchSpec, empty_slots
 from jaxattack.result import AttackResult
@@ -42,6 +42,10 @@ class AttackConfig:
       target probability > 0.5; untargeted: true-class probability < 0.05) or ``none``.
     batch_size: problems searched together across all devices (each evaluates its
       whole population per generation); None picks one from the device count.
+    strategy: ``de`` (the paper), ``de-bin``, ``de-best``, ``de-ctb``, ``jde`` or
+      ``sparse-rs`` (see ``jaxattack.strategies``); every one costs ``population``
+      queries per generation.
+    loss: ``prob`` (the paper's probability fitness) or ``margin``.
     """
 
     pixels: int = 1
@@ -53,6 +57,8 @@ class AttackConfig:
     crossover: float | None = None
     early_stop: str = "success"
     batch_size: int | None = None
+    strategy: str = "de"
+    loss: str = "prob"
 
     def __post_init__(self):
         def need(ok, msg):
@@ -76,6 +82,10 @@ class AttackConfig:
              f"early_stop must be one of {objective.EARLY_STOPS}, got {self.early_stop!r}")
         need(self.batch_size is None or self.batch_size >= 1,
              f"batch_size must be None or >= 1, got {self.batch_size}")
+        need(self.strategy in strategies.NAMES,
+             f"strategy must be one of {strategies.NAMES}, got {self.strategy!r}")
+        need(self.loss in objective.LOSSES,
+             f"loss must be one of {objective.LOSSES}, got {self.loss!r}")
 
     @classmethod
     def paper(cls, **overrides) -> AttackConfig:
@@ -229,8 +239,9 @@ def verify(classifier: Classifier, config: AttackConfig, clean, before, image_in
 
 def spec_of(config: AttackConfig, shape) -> SearchSpec:
     h, w, c = shape
+    strategy = strategies.get(config.strategy, float(config.F), config.crossover)
     return SearchSpec(config.pixels, h, w, c, config.population, config.generations,
-                      float(config.F), config.crossover, config.early_stop)
+                      strategy, config.loss, config.early_stop)
 
 
 def check_inputs(classifier, images, labels, config):

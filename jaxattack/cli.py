@@ -45,6 +45,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=["default", "paper"], default="default",
                    help="'paper' stops on the paper's probability thresholds (targeted p>0.5, "
                         "untargeted p_true<0.05) instead of on first success")
+    p.add_argument("--loss", choices=["prob", "margin"], default="prob",
+                   help="fitness: 'prob' (the paper's class probability) or 'margin' "
+                        "(probability gap to the best other class)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="problems searched together (default: chosen from the devices)")
     p.add_argument("--cpu-devices", type=int, default=None,
@@ -68,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--pixels", type=int, default=1, help="pixels changed, k (default: 1)")
     a.add_argument("--mode", choices=["untargeted", "targeted", "all-targets"],
                    default="untargeted", help="attack mode (default: untargeted)")
+    a.add_argument("--strategy", default="de",
+                   help="de (the paper's), de-bin, de-best, de-ctb, jde or sparse-rs")
     a.add_argument("--out", default=None, help="run folder (default: runs/MODEL-kK-MODE)")
     _common(a)
 
@@ -78,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pixels", type=_ints, default=[1, 3, 5], help="comma list of k")
     s.add_argument("--modes", type=_names, default=["untargeted"],
                    help="comma list of untargeted, targeted, all-targets")
+    s.add_argument("--strategies", type=_names, default=["de"],
+                   help="comma list of de, de-bin, de-best, de-ctb, jde, sparse-rs "
+                        "(default: de, the paper's)")
     s.add_argument("--out", required=True, help="run folder")
     s.add_argument("--distributed", action="store_true",
                    help="join a multi-process job with jax.distributed (cluster read from "
@@ -141,13 +149,14 @@ def _attack_or_sweep(args) -> int:
         raise ValueError(f"--images must be >= 1, got {args.images}")
     common = dict(data=args.data, split=args.split, population=args.population,
                   generations=args.generations, seed=args.seed,
-                  early_stop="paper" if args.preset == "paper" else "success")
+                  early_stop="paper" if args.preset == "paper" else "success",
+                  loss=args.loss)
     if args.command == "attack":
         exps = [sweep.Experiment(model=args.model, pixels=args.pixels, mode=args.mode,
-                                 **common)]
+                                 strategy=args.strategy, **common)]
         out = args.out or f"runs/{Path(args.model).stem}-k{args.pixels}-{args.mode}"
     else:
-        exps = sweep.grid(args.models, args.pixels, args.modes, **common)
+        exps = sweep.grid(args.models, args.pixels, args.modes, args.strategies, **common)
         out = args.out
     lead = True
     if getattr(args, "distributed", False):

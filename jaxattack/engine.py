@@ -25,8 +25,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxattack import codec, de, objective
+from jaxattack import codec, objective
 from jaxattack.classifier import Classifier
+from jaxattack.strategies import DE, Strategy
 
 AXIS = "problems"
 
@@ -38,8 +39,7 @@ class Slots(NamedTuple):
     image: jax.Array  # uint8 [S, H, W, C]
     label: jax.Array  # int32 [S]
     target: jax.Array  # int32 [S], -1 = untargeted
-    population: jax.Array  # f32 [S, N, D]
-    fitness: jax.Array  # f32 [S, N]
+    search: dict  # the strategy's state, each leaf [S, ...]
     generation: jax.Array  # int32 [S]: generations done; -1 before the initial population
     active: jax.Array  # bool [S]: still searching
     found: jax.Array  # bool [S]: some evaluated candidate succeeded
@@ -66,8 +66,8 @@ class SearchSpec:
     channels: int
     population: int
     generations: int
-    F: float = 0.5
-    CR: float | None = None
+    strategy: Strategy = DE()
+    loss: str = "prob"
     early_stop: str = "success"
 
     @property
@@ -77,14 +77,15 @@ class SearchSpec:
 
 def empty_slots(spec: SearchSpec, n: int) -> Slots:
     """Host-side (numpy) slots, all inactive."""
-    d, N = spec.dims, spec.population
+    d = spec.dims
+    search = jax.tree.map(lambda a: np.repeat(np.asarray(a)[None], n, 0),
+                          spec.strategy.empty(spec))
     return Slots(
         key=np.zeros((n, 2), np.uint32),
         image=np.zeros((n, spec.height, spec.width, spec.channels), np.uint8),
         label=np.zeros(n, np.int32),
         target=np.full(n, -1, np.int32),
-        population=np.zeros((n, N, d), np.float32),
-        fitness=np.full((n, N), np.inf, np.float32),
+        search=search,
         generation=np.full(n, -1, np.int32),
         active=np.zeros(n, bool),
         found=np.zeros(n, bool),
@@ -95,33 +96,23 @@ def empty_slots(spec: SearchSpec, n: int) -> Slots:
 
 def _generation(spec: SearchSpec, classifier: Classifier, params, s: Slots) -> Slots:
     """One generation for every slot (inactive slots are computed but left unchanged)."""
-    lower, upper = (jnp.asarray(b) for b in codec.bounds(
-        spec.pixels, spec.height, spec.width, spec.channels))
-    de_params = de.DEParams(spec.F, spec.CR)
+    strat = spec.strategy
     keys = jax.vmap(jax.random.fold_in)(s.key, s.generation + 1)
-
-    def propose(key, pop, fit, first):
-        start = codec.initial_population(key, spec.population, spec.pixels, spec.height,
-                                         spec.width, spec.channels)
-        trial = de.ask(key, de.DEState(pop, fit), lower, upper, de_params)
-        return jnp.where(first, start, trial)
-
     first = s.generation < 0
-    cands = jax.vmap(propose)(keys, s.population, s.fitness, first)  # [S, N, D]
+    ask = functools.partial(strat.ask, spec=spec)
+    cands, pending = jax.vmap(ask)(keys, s.search, first, s.generation)  # [S, N, D]
     pix = codec.decode(cands, spec.pixels, spec.height, spec.width, spec.channels)
     imgs = jax.vmap(jax.vmap(codec.paint, (None, 0)), (0, 0))(s.image, pix)
     S, N = cands.shape[:2]
     probs = classifier.probs(params, imgs.reshape(S * N, *imgs.shape[2:]))
     probs = probs.reshape(S, N, -1)
     lab, tgt = s.label[:, None], s.target[:, None]
-    fit = objective.fitness(probs, lab, tgt)
+    fit = objective.fitness(probs, lab, tgt, spec.loss)
     hit = objective.success(probs, lab, tgt)
     stop = objective.should_stop(probs, lab, tgt, spec.early_stop).any(-1)
 
-    # Selection: the initial population is taken whole, later ones greedily.
-    kept = jax.vmap(de.tell)(de.DEState(s.population, s.fitness), cands, fit)
-    pop = jnp.where(first[:, None, None], cands, kept.population)
-    fitness = jnp.where(first[:, None], fit, kept.fitness)
+    search = jax.vmap(functools.partial(strat.tell, spec=spec))(
+        s.search, cands, pending, fit, first)
 
     # Remember the best successful candidate ever evaluated.
     hit_fit = jnp.where(hit, fit, jnp.inf)
@@ -133,7 +124,7 @@ def _generation(spec: SearchSpec, classifier: Classifier, params, s: Slots) -> S
 
     gen = s.generation + 1
     new = s._replace(
-        population=pop, fitness=fitness, generation=gen,
+        search=search, generation=gen,
         active=~stop & (gen < spec.generations),
         found=s.found | hit.any(-1),
         adv_genes=adv_genes, adv_fitness=jnp.minimum(j_fit, s.adv_fitness),
@@ -161,8 +152,8 @@ def _evolve_local(spec, classifier, s: Slots, params, min_finished):
     return s, n
 
 
-def _view(s: Slots) -> tuple:
-    best = jnp.take_along_axis(s.population, jnp.argmin(s.fitness, -1)[:, None, None], 1)[:, 0]
+def _view(strategy: Strategy, s: Slots) -> tuple:
+    best = jax.vmap(strategy.best)(s.search)
     return s.active, s.found, s.generation, jnp.where(s.found[:, None], s.adv_genes, best)
 
 
@@ -205,7 +196,7 @@ def _programs(spec: SearchSpec, classifier: Classifier, mesh: Mesh):
     sharded = NamedSharding(mesh, P(AXIS))
     return (jax.jit(evolve, donate_argnums=0),
             jax.jit(_load, donate_argnums=0, out_shardings=sharded),
-            jax.jit(_view))
+            jax.jit(functools.partial(_view, spec.strategy)))
 
 
 def _load(s: Slots, mask, new: Slots) -> Slots:

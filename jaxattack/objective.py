@@ -10,15 +10,29 @@ import jax
 import jax.numpy as jnp
 
 EARLY_STOPS = ("success", "paper", "none")
+LOSSES = ("prob", "margin")
 
 
 def _pick(probs: jax.Array, cls: jax.Array) -> jax.Array:
     return jnp.take_along_axis(probs, jnp.maximum(cls, 0)[..., None], axis=-1)[..., 0]
 
 
-def fitness(probs: jax.Array, label: jax.Array, target: jax.Array) -> jax.Array:
-    """``probs [..., K]``, ``label``/``target`` broadcastable to ``probs.shape[:-1]``."""
-    return jnp.where(target >= 0, -_pick(probs, target), _pick(probs, label))
+def fitness(probs: jax.Array, label: jax.Array, target: jax.Array,
+            loss: str = "prob") -> jax.Array:
+    """``probs [..., K]``, ``label``/``target`` broadcastable to ``probs.shape[:-1]``.
+
+    ``prob`` (the paper): ``p[label]``, or ``-p[target]``. ``margin`` (Sparse-RS):
+    ``p[label] - max_{j != label} p[j]``, or ``max_{j != target} p[j] - p[target]``;
+    negative exactly when the attack succeeds (up to ties).
+    """
+    if loss == "prob":
+        return jnp.where(target >= 0, -_pick(probs, target), _pick(probs, label))
+    if loss != "margin":
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    cls = jnp.where(target >= 0, target, label)
+    own = _pick(probs, cls)
+    others = jnp.where(jnp.arange(probs.shape[-1]) == cls[..., None], -jnp.inf, probs).max(-1)
+    return jnp.where(target >= 0, others - own, own - others)
 
 
 def success(probs, label, target):

@@ -57,6 +57,7 @@ class Experiment:
     F: float = 0.5
     crossover: float | None = None
     strategy: str = "de"
+    loss: str = "prob"
     split: str = "test"
 
     def __post_init__(self):
@@ -64,7 +65,8 @@ class Experiment:
 
     def config(self, batch_size: int | None = None) -> AttackConfig:
         return AttackConfig(self.pixels, self.population, self.generations, self.mode,
-                            self.seed, self.F, self.crossover, self.early_stop, batch_size)
+                            self.seed, self.F, self.crossover, self.early_stop, batch_size,
+                            self.strategy, self.loss)
 
     @property
     def id(self) -> str:
@@ -72,9 +74,10 @@ class Experiment:
         return f"{self.model}_k{self.pixels}_{self.mode}_{self.strategy}_{digest.hexdigest()[:8]}"
 
 
-def grid(models: Sequence[str], pixels: Sequence[int], modes: Sequence[str], **common):
-    return [Experiment(model=m, pixels=k, mode=mode, **common)
-            for m in models for k in pixels for mode in modes]
+def grid(models: Sequence[str], pixels: Sequence[int], modes: Sequence[str],
+         strategies: Sequence[str] = ("de",), **common):
+    return [Experiment(model=m, pixels=k, mode=mode, strategy=s, **common)
+            for m in models for k in pixels for mode in modes for s in strategies]
 
 
 def select_images(labels: np.ndarray, n: int | None) -> np.ndarray:

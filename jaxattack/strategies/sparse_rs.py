@@ -1,0 +1,75 @@
+"""Sparse-RS for k pixels (Croce, Andriushchenko, Singh, Flammarion & Hein, "Sparse-RS: a
+Versatile Framework for Query-Efficient Sparse Black-Box Adversarial Attacks", AAAI 2022).
+
+Random search on the current best set of k pixels: each step resamples a few of them
+(new position, new colour at a vertex of the colour cube) and keeps the change only if
+the loss gets strictly better. The number of
+pixels resampled shrinks over the query budget (the paper's schedule, ``p_init``
+halving at fixed fractions of the budget). Batched here: each generation evaluates
+``population`` independent resamplings of the current best and keeps the best of them,
+so a generation costs ``population`` queries like a DE generation. Use it with the
+margin loss, as the paper does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxattack.strategies.base import Strategy
+
+# Fractions of the budget (x 10000) and the divisor of p_init past each (paper's code:
+# p_init / 2 for 10 < it <= 50, ..., p_init / 20 for it > 8000).
+_STEPS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+_DIVS = (1, 2, 4, 5, 6, 8, 10, 12, 15, 20)
+
+
+def resample_fraction(p_init: float, used: jax.Array, budget: int) -> jax.Array:
+    """Share of the k pixels to resample after ``used`` of ``budget`` queries."""
+    it = jnp.floor(used / budget * 10000)
+    step = jnp.searchsorted(jnp.asarray(_STEPS, jnp.float32), it, side="left")
+    return p_init / jnp.asarray(_DIVS, jnp.float32)[step]
+
+
+@dataclasses.dataclass(frozen=True)
+class SparseRS(Strategy):
+    p_init: float = 0.3
+    name: str = "sparse-rs"
+
+    def empty(self, spec):
+        return {"best": np.zeros(spec.dims, np.float32), "best_fitness": np.float32(np.inf)}
+
+    def best(self, state):
+        return state["best"]
+
+    def _random(self, key, n, spec):
+        """``n`` random candidates: positions uniform, colours at cube vertices."""
+        k, c = spec.pixels, spec.channels
+        k_xy, k_c = jax.random.split(key)
+        xy = jax.random.uniform(k_xy, (n, k, 2)) * jnp.array([spec.width, spec.height],
+                                                             jnp.float32)
+        colour = jax.random.bernoulli(k_c, 0.5, (n, k, c)).astype(jnp.float32) * 255.5
+        return jnp.concatenate([xy, colour], -1)
+
+    def ask(self, key, state, first, generation, spec):
+        n, k = spec.population, spec.pixels
+        k_new, k_pick = jax.random.split(key)
+        fresh = self._random(k_new, n, spec)  # [n, k, 2 + C]
+        used = (generation + 1) * n
+        m = jnp.maximum(1, jnp.round(resample_fraction(self.p_init, used,
+                                                       spec.population * (spec.generations + 1))
+                                     * k)).astype(jnp.int32)
+        rank = jnp.argsort(jax.random.uniform(k_pick, (n, k)), axis=-1).argsort(-1)
+        change = (rank < m)[..., None]  # m random pixels of each candidate
+        current = state["best"].reshape(k, -1)
+        cands = jnp.where(change, fresh, current).reshape(n, -1)
+        return jnp.where(first, fresh.reshape(n, -1), cands), None
+
+    def tell(self, state, cands, pending, fitness, first, spec):
+        j = jnp.argmin(fitness)
+        better = (fitness[j] < state["best_fitness"]) | first
+        return {"best": jnp.where(better, cands[j], state["best"]),
+                "best_fitness": jnp.where(better, fitness[j], state["best_fitness"])}

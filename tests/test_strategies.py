@@ -1,0 +1,93 @@
+"""Every strategy on the planted pixel and on a problem with a known optimum."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxattack as ja
+from jaxattack import codec, objective, strategies
+from jaxattack.engine import SearchSpec
+from jaxattack.strategies.sparse_rs import resample_fraction
+from tests import toys
+
+
+@pytest.mark.parametrize("name", strategies.NAMES)
+@pytest.mark.parametrize("loss", ["prob", "margin"])
+def test_finds_the_planted_pixel(name, loss):
+    cfg = ja.AttackConfig(population=100, generations=60, strategy=name, loss=loss)
+    r = ja.attack(toys.planted(), toys.random_images(4), np.zeros(4, int), cfg)
+    assert r.success.all(), name
+    np.testing.assert_array_equal(r.pixels[:, 0, :2], [[toys.PLANTED_X, toys.PLANTED_Y]] * 4)
+    np.testing.assert_array_equal(r.queries, 100 * (r.generations + 1))
+
+
+def _run(strategy, spec, fitness_fn, key):
+    """The engine's loop for one problem, without images."""
+    state = jax.tree.map(jnp.asarray, strategy.empty(spec))
+
+    def body(g, state):
+        k = jax.random.fold_in(key, g)
+        cands, pending = strategy.ask(k, state, g == 0, g - 1, spec)
+        return strategy.tell(state, cands, pending, fitness_fn(cands), g == 0, spec)
+
+    state = jax.lax.fori_loop(0, spec.generations + 1, body, state)
+    return fitness_fn(strategy.best(state)[None])[0]
+
+
+@pytest.mark.parametrize("name", strategies.NAMES)
+def test_reaches_a_known_optimum(name):
+    """Minimise the distance of the decoded pixel to a goal pixel (optimum 0): every run
+    lands on the goal position, and the typical run on its colour within a few levels."""
+    spec = SearchSpec(1, 8, 8, 3, population=40, generations=60)
+    goal = np.array([1, 6, 255, 0, 255], np.float32)
+
+    def fitness(cands):
+        d = jnp.abs(codec.decode(cands, 1, 8, 8, 3)[:, 0].astype(jnp.float32) - goal)
+        return d[:, :2].sum(-1) + d[:, 2:].sum(-1) / 255.0
+
+    strategy = strategies.get(name)
+    keys = jax.random.split(jax.random.PRNGKey(0), 16)
+    best = np.asarray(jax.jit(jax.vmap(functools.partial(_run, strategy, spec, fitness)))(keys))
+    assert (best < 1).all(), (name, best)  # the right position in every run
+    assert np.median(best) < 0.03, (name, best)  # colour within 8 levels in most
+
+
+def test_sparse_rs_schedule_known_values():
+    f = [float(resample_fraction(0.3, jnp.float32(u), 10000)) for u in
+         (0, 10, 11, 50, 51, 200, 201, 1000, 1001, 8000, 8001, 9999)]
+    np.testing.assert_allclose(f, [0.3, 0.3, 0.15, 0.15, 0.075, 0.075, 0.06, 0.05, 0.0375,
+                                   0.02, 0.015, 0.015], rtol=1e-6)
+
+
+def test_margin_loss_known_values():
+    p = jnp.array([[0.5, 0.3, 0.2], [0.2, 0.7, 0.1]])
+    lab, untargeted, tgt = jnp.array([0, 0]), jnp.array([-1, -1]), jnp.array([2, 2])
+    np.testing.assert_allclose(objective.fitness(p, lab, untargeted, "margin"), [0.2, -0.5],
+                               rtol=1e-6)
+    np.testing.assert_allclose(objective.fitness(p, lab, tgt, "margin"), [0.3, 0.6], rtol=1e-6)
+    np.testing.assert_allclose(objective.fitness(p, lab, tgt, "prob"), [-0.2, -0.1])
+    with pytest.raises(ValueError, match="loss"):
+        objective.fitness(p, lab, tgt, "hinge")
+
+
+def test_jde_parameters_stay_in_range_and_adapt():
+    spec = SearchSpec(1, 8, 8, 3, population=30, generations=20)
+    jde = strategies.get("jde")
+    state = jax.tree.map(jnp.asarray, jde.empty(spec))
+    fit = lambda c: (c ** 2).sum(-1)  # noqa: E731
+    for g in range(20):
+        cands, pending = jde.ask(jax.random.PRNGKey(g), state, g == 0, g - 1, spec)
+        state = jde.tell(state, cands, pending, fit(cands), g == 0, spec)
+    F, CR = np.asarray(state["F"]), np.asarray(state["CR"])
+    assert ((F >= 0.1) & (F <= 1.0)).all() and ((CR >= 0) & (CR <= 1)).all()
+    assert (F != 0.5).any() and (CR != 0.9).any()
+
+
+def test_unknown_strategy_and_loss():
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        ja.AttackConfig(strategy="pso")
+    with pytest.raises(ValueError, match="loss must be one of"):
+        ja.AttackConfig(loss="hinge")
