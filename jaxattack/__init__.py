@@ -2,7 +2,11 @@
 
 from jaxattack.attack import AttackConfig, attack
 from jaxattack.classifier import Classifier
+from jaxattack.minimum_k import MinKResult, minimum_k
 from jaxattack.result import AttackResult
 
 __version__ = "0.1.0"
-__all__ = ["AttackConfig", "AttackResult", "Classifier", "attack", "__version__"]
+__all__ = [
+    "AttackConfig", "AttackResult", "Classifier", "MinKResult", "attack", "minimum_k",
+    "__version__",
+]

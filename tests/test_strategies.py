@@ -91,3 +91,25 @@ def test_unknown_strategy_and_loss():
         ja.AttackConfig(strategy="pso")
     with pytest.raises(ValueError, match="loss must be one of"):
         ja.AttackConfig(loss="hinge")
+
+
+def test_minimum_k_on_a_model_that_needs_two_pixels():
+    from jaxattack.minimum_k import minimum_k
+
+    def apply_fn(params, x):  # class 1 only if pixel (1, 2) is red AND (3, 0) is green
+        x = x.astype(jnp.float32)
+        both = jax.nn.sigmoid((x[:, 2, 1, 0] - 200) / 8) * jax.nn.sigmoid((x[:, 0, 3, 1] - 200) / 8)
+        return jnp.stack([jnp.full_like(both, 3.0), 8 * both, jnp.zeros_like(both)], -1)
+
+    clf = ja.Classifier.from_logits(apply_fn, {}, 3)
+    x = np.zeros((3, 4, 4, 3), np.uint8)
+    cfg = ja.AttackConfig(population=100, generations=60)
+    r = minimum_k(clf, x, np.zeros(3, int), cfg, ks=(1, 2, 3))
+    np.testing.assert_array_equal(r.min_k, [2, 2, 2])
+    assert (r.queries > r.tries[0].queries).all() and len(r.tries) == 2
+    assert (r.tries[0].queries == cfg.max_queries).all()  # k = 1 spent its whole budget
+    capped = minimum_k(clf, x, np.zeros(3, int), cfg, ks=(1, 2, 3),
+                       max_queries=cfg.max_queries)
+    np.testing.assert_array_equal(capped.min_k, [-1, -1, -1])  # no budget for a second k
+    with pytest.raises(ValueError, match="increasing"):
+        minimum_k(clf, x, np.zeros(3, int), cfg, ks=(2, 1))
