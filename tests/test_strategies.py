@@ -14,8 +14,8 @@ from jaxattack.strategies.sparse_rs import resample_fraction
 from tests import toys
 
 
-@pytest.mark.parametrize("name", strategies.NAMES)
-@pytest.mark.parametrize("loss", ["prob", "margin"])
+@pytest.mark.parametrize("name,loss", [(n, "prob") for n in strategies.NAMES]
+                         + [("de", "margin"), ("sparse-rs", "margin")])
 def test_finds_the_planted_pixel(name, loss):
     cfg = ja.AttackConfig(population=100, generations=60, strategy=name, loss=loss)
     r = ja.attack(toys.planted(), toys.random_images(4), np.zeros(4, int), cfg)
