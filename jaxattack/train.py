@@ -70,21 +70,27 @@ class TrainState(NamedTuple):
 # ----------------------------------------------------------------------------- pieces
 
 
-def make_optimizer(cfg: Config, total_steps: int) -> optax.GradientTransformation:
-    peak = cfg.lr * cfg.batch_size / 256
-    warm = max(1, int(cfg.warmup * total_steps))
-    schedule = optax.join_schedules(
-        [
-            optax.linear_schedule(peak / 10, peak, warm),
-            optax.linear_schedule(peak, 0.0, max(1, total_steps - warm)),
-        ],
-        [warm],
-    )
+def make_optimizer(cfg: Config) -> optax.GradientTransformation:
+    """Weight decay on kernels + Nesterov momentum; the learning rate is applied in the step.
+
+    ``optax.sgd`` is exactly this chain followed by a scale of ``-lr``. Keeping the
+    learning rate out of the optimizer lets the host re-plan the one-cycle schedule
+    when a time budget runs short, without recompiling.
+    """
     decay_mask = lambda p: jax.tree.map(lambda x: x.ndim > 1, p)  # kernels only
     return optax.chain(
         optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),
-        optax.sgd(schedule, momentum=cfg.momentum, nesterov=True),
+        optax.trace(decay=cfg.momentum, nesterov=True),
     )
+
+
+def one_cycle(cfg: Config, step: int, total_steps: int) -> float:
+    """Linear warm-up from peak/10 to the peak, then linear decay to zero."""
+    peak = cfg.lr * cfg.batch_size / 256
+    warm = max(1, int(cfg.warmup * total_steps))
+    if step < warm:
+        return peak / 10 + (peak - peak / 10) * step / warm
+    return peak * max(0.0, 1 - (step - warm) / max(1, total_steps - warm))
 
 
 def augment(rng: np.random.Generator, images: np.ndarray) -> np.ndarray:
@@ -113,11 +119,11 @@ def make_train_step(graphdef, tx, num_classes: int, label_smoothing: float):
         return loss, (new_rest, acc)
 
     @jax.jit
-    def step(state: TrainState, images, labels):
+    def step(state: TrainState, images, labels, lr):
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         (loss, (rest, acc)), grads = grad_fn(state.params, state.rest, images, labels)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        params = jax.tree.map(lambda p, u: p - lr * u, state.params, updates)
         return TrainState(params, rest, opt_state, state.step + 1), loss, acc
 
     return step
@@ -234,30 +240,31 @@ def train(cfg: Config) -> dict:
     ckpt_path = ckpt_dir / "last.msgpack"
     meta = {"epoch": 0, "train_seconds": 0.0, "epochs": cfg.epochs, "seed": cfg.seed}
 
-    def init_state(epochs):
-        tx = make_optimizer(cfg, epochs * steps_per_epoch)
-        state = TrainState(params, rest, tx.init(params), jnp.zeros((), jnp.int32))
-        return tx, jax.device_put(state, replicated)
+    tx = make_optimizer(cfg)
+    state = TrainState(params, rest, tx.init(params), jnp.zeros((), jnp.int32))
+    state = jax.device_put(state, replicated)
+    step_fn = make_train_step(graphdef, tx, len(names), cfg.label_smoothing)
 
     resumed = ckpt_path.is_file()
     if resumed:
-        stored_meta = json.loads(serialization.msgpack_restore(ckpt_path.read_bytes())["meta"])
-        tx, template = init_state(stored_meta["epochs"])
-        state, meta = load_checkpoint(ckpt_path, template)
+        state, meta = load_checkpoint(ckpt_path, state)
         state = jax.device_put(state, replicated)
         say(f"resumed {ckpt_path} at epoch {meta['epoch']}/{meta['epochs']}")
     elif cfg.time_budget is not None:
-        meta["epochs"] = _budget_epochs(cfg, init_state, make_train_step, graphdef, names,
-                                        x_train, y_train, batch, sharded, steps_per_epoch,
-                                        len(x_test), t_start, say)
+        per_step = _time_steps(step_fn, state, x_train, y_train, batch, sharded)
+        epoch_s = per_step * steps_per_epoch * 1.05 + 3  # host overhead, checkpoint
+        meta["epochs"] = _plan(cfg, epoch_s, _tail_s(per_step, len(x_test), batch),
+                               time.perf_counter() - t_start, meta)
+        say(f"time budget {cfg.time_budget} min: {per_step:.3f} s/step, ~{epoch_s:.0f} s/epoch"
+            f" -> {meta['epochs']} epochs")
     if meta["epochs"] is None:
         meta["epochs"] = 30
-    if not resumed:
-        tx, state = init_state(meta["epochs"])
-    step_fn = make_train_step(graphdef, tx, len(names), cfg.label_smoothing)
+    setup_s = time.perf_counter() - t_start
 
-    epochs = meta["epochs"]
-    for epoch in range(meta["epoch"], epochs):
+    epoch = meta["epoch"]
+    while epoch < meta["epochs"]:
+        epochs = meta["epochs"]
+        total_steps = epochs * steps_per_epoch
         t0 = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, epoch])  # order + augmentation of this epoch
         perm = rng.permutation(len(x_train))
@@ -270,20 +277,27 @@ def train(cfg: Config) -> dict:
             idx = perm[i * batch : (i + 1) * batch]
             xb = jax.device_put(augment(rng, x_train[idx]), sharded)
             yb = jax.device_put(y_train[idx].astype(np.int32), sharded)
-            state, loss, acc = step_fn(state, xb, yb)
+            lr = np.float32(one_cycle(cfg, int(state.step), total_steps))
+            state, loss, acc = step_fn(state, xb, yb, lr)
             losses.append(loss)
             accs.append(acc)
             if i % 20 == 0:
                 bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{float(acc):.3f}")
         bar.close()
         jax.block_until_ready(state)
-        meta["train_seconds"] += time.perf_counter() - t0
-        meta["epoch"] = epoch + 1
+        epoch_s = time.perf_counter() - t0
+        meta["train_seconds"] += epoch_s
+        meta["epoch"] = epoch = epoch + 1
+        if cfg.time_budget is not None and epoch < epochs:  # re-plan if running slow/fast
+            mean_s = meta["train_seconds"] / epoch  # steadier than the last epoch alone
+            tail_s = _tail_s(mean_s / steps_per_epoch, len(x_test), batch)
+            meta["epochs"] = _plan(cfg, mean_s, tail_s, setup_s, meta)
         meta.setdefault("losses", []).append(float(np.mean(losses)) if losses else None)
         save_checkpoint(ckpt_path, state, meta)
-        say(f"epoch {epoch + 1}/{epochs}: loss {meta['losses'][-1]:.4f} "
+        say(f"epoch {epoch}/{epochs}: loss {meta['losses'][-1]:.4f} "
             f"train acc {float(np.mean(accs)) if accs else 0:.4f} "
-            f"({time.perf_counter() - t0:.0f}s, total {meta['train_seconds'] / 60:.1f} min)")
+            f"({epoch_s:.0f}s, total {meta['train_seconds'] / 60:.1f} min)"
+            + (f"; re-planned to {meta['epochs']} epochs" if meta["epochs"] != epochs else ""))
         if cfg.max_steps is not None and int(state.step) >= cfg.max_steps:
             break
 
@@ -298,28 +312,33 @@ def train(cfg: Config) -> dict:
     return summary
 
 
-def _budget_epochs(cfg, init_state, make_step, graphdef, names, x, y, batch, sharded,
-                   steps_per_epoch, n_test, t_start, say) -> int:
-    """Time a few throwaway steps and return the epoch count that fits the budget."""
-    tx, state = init_state(1)
-    step = make_step(graphdef, tx, len(names), cfg.label_smoothing)
+def _time_steps(step_fn, state, x, y, batch, sharded, n: int = 8) -> float:
+    """Seconds per training step, timed on a throwaway copy of the state."""
     xb = jax.device_put(x[:batch], sharded)
     yb = jax.device_put(y[:batch].astype(np.int32), sharded)
+    lr = np.float32(0.0)
     for _ in range(2):  # compile + warm up
-        state, loss, _ = step(state, xb, yb)
+        state, loss, _ = step_fn(state, xb, yb, lr)
     jax.block_until_ready(loss)
-    n, t0 = 8, time.perf_counter()
+    t0 = time.perf_counter()
     for _ in range(n):
-        state, loss, _ = step(state, xb, yb)
+        state, loss, _ = step_fn(state, xb, yb, lr)
     jax.block_until_ready(loss)
-    per_step = (time.perf_counter() - t0) / n
-    epoch_s = per_step * steps_per_epoch * 1.05 + 3  # host overhead, checkpoint
-    tail_s = per_step * n_test / batch + 60  # final eval (~1/3 of a step per batch), export
-    left = cfg.time_budget * 60 - (time.perf_counter() - t_start) - tail_s
-    epochs = max(1, int(left // epoch_s))
-    say(f"time budget {cfg.time_budget} min: {per_step:.3f} s/step, ~{epoch_s:.0f} s/epoch "
-        f"-> {epochs} epochs")
-    return epochs
+    return (time.perf_counter() - t0) / n
+
+
+def _tail_s(per_step: float, n_test: int, batch: int) -> float:
+    """Final evaluation (~1/3 of a training step per batch) and export."""
+    return per_step / 3 * n_test / batch + 60
+
+
+def _plan(cfg: Config, epoch_s: float, tail_s: float, setup_s: float, meta: dict) -> int:
+    """Total epoch count that fits the budget, given the epochs already done."""
+    left = cfg.time_budget * 60 - setup_s - meta["train_seconds"] - tail_s
+    more = int(left // epoch_s)
+    if meta["epoch"] and meta["epochs"] and meta["epoch"] < meta["epochs"]:
+        more = max(1, more)  # finish the decay with at least one more epoch
+    return max(1, meta["epoch"] + more)
 
 
 def _export(cfg: Config, state: TrainState, eval_graphdef, names, summary) -> dict:

@@ -39,7 +39,7 @@ def test_two_steps_lower_the_loss():
     cfg = train.Config(lr=0.05, warmup=0.0, label_smoothing=0.0)
     model = models.build("tiny")
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    tx = train.make_optimizer(cfg, total_steps=100)
+    tx = train.make_optimizer(cfg)
     mesh = jax.make_mesh((jax.device_count(),), ("batch",), axis_types=(AxisType.Auto,))
     state = jax.device_put(
         train.TrainState(params, rest, tx.init(params), np.zeros((), np.int32)),
@@ -50,7 +50,7 @@ def test_two_steps_lower_the_loss():
     step = train.make_train_step(graphdef, tx, 10, 0.0)
     losses = []
     for _ in range(3):  # the loss returned is the one before the update
-        state, loss, _ = step(state, x, y)
+        state, loss, _ = step(state, x, y, np.float32(0.05))
         losses.append(float(loss))
     assert losses[2] < losses[0], losses
     assert int(state.step) == 3
@@ -85,6 +85,25 @@ def test_time_budget_picks_an_epoch_count(tiny_cifar, tmp_path, capsys):
     out = train.train(cfg)
     assert "time budget" in capsys.readouterr().out
     assert out["epochs"] == 1
+
+
+def test_one_cycle_schedule():
+    cfg = train.Config(lr=0.2, batch_size=256, warmup=0.2)
+    lrs = [train.one_cycle(cfg, s, 100) for s in range(101)]
+    assert lrs[0] == pytest.approx(0.02) and max(lrs) == pytest.approx(0.2)
+    assert int(np.argmax(lrs)) == 20 and lrs[100] == 0.0
+    assert np.all(np.diff(lrs[20:]) <= 0)
+
+
+def test_budget_plan_and_replan():
+    cfg = train.Config(time_budget=10)
+    meta = {"epoch": 0, "epochs": None, "train_seconds": 0.0}
+    assert train._plan(cfg, epoch_s=60, tail_s=60, setup_s=30, meta=meta) == 8
+    # Four epochs took 100 s each instead of 60: shrink the plan, keep >= 1 more epoch.
+    meta = {"epoch": 4, "epochs": 8, "train_seconds": 400.0}
+    assert train._plan(cfg, epoch_s=100, tail_s=60, setup_s=30, meta=meta) == 5
+    meta = {"epoch": 4, "epochs": 8, "train_seconds": 600.0}
+    assert train._plan(cfg, epoch_s=150, tail_s=60, setup_s=30, meta=meta) == 5
 
 
 def test_cli_parses_options():
