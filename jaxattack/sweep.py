@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+import re
 import sys
 import time
 from collections import defaultdict
@@ -70,8 +71,10 @@ class Experiment:
 
     @property
     def id(self) -> str:
+        """Readable and safe as a folder name; the digest covers every field."""
         digest = hashlib.sha1(json.dumps(dataclasses.asdict(self), sort_keys=True).encode())
-        return f"{self.model}_k{self.pixels}_{self.mode}_{self.strategy}_{digest.hexdigest()[:8]}"
+        model = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(self.model.split(":")[0]).stem)
+        return f"{model}_k{self.pixels}_{self.mode}_{self.strategy}_{digest.hexdigest()[:8]}"
 
 
 def grid(models: Sequence[str], pixels: Sequence[int], modes: Sequence[str],

@@ -27,6 +27,9 @@ def test_attack_end_to_end_files_and_numbers(tmp_path, capsys):
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 6 * 9
     assert all((out / r["png"]).is_file() for r in rows)
+    assert all(Path(r["png"]).parts[0] == "images" for r in rows)
+    assert {p.name for p in (out / "images").iterdir()} == {rows[0]["experiment"]}
+    assert rows[0]["experiment"].startswith("cli_model_k1_all-targets_de_")
     agg = json.loads((out / "summary.json").read_text())["aggregates"]
     assert len(agg) == 1
     ok = [r for r in rows if r["clean_correct"]]
