@@ -1,7 +1,8 @@
 """The batched search loop: a fixed number of *slots*, each holding one problem.
 
-A slot is one (image, label, target, key) problem with its DE population. One
-generation evaluates every slot's whole population as a single forward pass of
+A slot is one (image, label, target, key) problem with its search state (for the
+paper's DE, a population). One generation evaluates every slot's candidates as a
+single forward pass of
 ``slots * population`` images. The generations run inside one jitted
 ``lax.while_loop`` that returns to the host as soon as enough slots have finished,
 so the host can write their results and refill them (continuous batching) without
@@ -129,9 +130,7 @@ def _generation(spec: SearchSpec, classifier: Classifier, params, s: Slots) -> S
         found=s.found | hit.any(-1),
         adv_genes=adv_genes, adv_fitness=jnp.minimum(j_fit, s.adv_fitness),
     )
-    a = s.active
-    return jax.tree.map(lambda n, o: jnp.where(a.reshape(a.shape + (1,) * (n.ndim - 1)), n, o),
-                        new, s)
+    return _select(s.active, new, s)
 
 
 def _evolve_local(spec, classifier, s: Slots, params, min_finished):
@@ -199,6 +198,11 @@ def _programs(spec: SearchSpec, classifier: Classifier, mesh: Mesh):
             jax.jit(functools.partial(_view, spec.strategy)))
 
 
-def _load(s: Slots, mask, new: Slots) -> Slots:
+def _select(mask, new: Slots, old: Slots) -> Slots:
+    """Per slot: ``new`` where ``mask`` is set, else ``old``."""
     return jax.tree.map(
-        lambda o, n: jnp.where(mask.reshape(mask.shape + (1,) * (o.ndim - 1)), n, o), s, new)
+        lambda n, o: jnp.where(mask.reshape(mask.shape + (1,) * (o.ndim - 1)), n, o), new, old)
+
+
+def _load(s: Slots, mask, new: Slots) -> Slots:
+    return _select(mask, new, s)
