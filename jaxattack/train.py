@@ -9,7 +9,8 @@ horizontal flip, optional label smoothing. The batch is split across all devices
 1-D ``batch`` mesh (on CPU, ``--cpu-devices`` virtual devices). A checkpoint is written
 atomically after every epoch and a rerun with the same ``--ckpt-dir`` resumes from it.
 ``--time-budget`` times a few steps first and picks the epoch count (and so the
-schedule) that fits the budget.
+schedule) that fits the budget; after every epoch it re-plans from the measured epoch
+time, so a run on a busy machine still ends inside the budget.
 """
 
 from __future__ import annotations
