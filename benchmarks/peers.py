@@ -19,6 +19,12 @@ peers are counted by wrapping the PyTorch model's forward (images passed through
 jaxattack's are what it charges, ``population * (generations + 1)`` per image. Every
 final adversarial image is also re-classified as uint8 by the JAX model ("uint8 check").
 
+Runtime: images the attack cannot fool spend the whole budget (40,400 queries) in every
+method; with the defaults that is about 35 minutes on 2 shared CPU cores, most of it in
+ART (~165 s per unfooled image). ``--images 4`` about halves it, but with fewer images
+jaxattack's batch is less full, so its per-image time (and the ratios) are less
+favourable to it.
+
 Writes ``<out-dir>/<name>.json`` and ``<out-dir>/<name>.md``.
 """
 
@@ -84,6 +90,9 @@ def parse(argv):
     ap.add_argument("--weights", default="auto", choices=["auto", "shipped", "random"],
                     help="auto: the shipped weights if present, else a random init")
     ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--image-ids", default=None,
+                    help="comma list of sample indices to attack instead (must be correctly "
+                         "classified)")
     ap.add_argument("--pixels", type=int, default=1)
     ap.add_argument("--population", type=int, default=400)
     ap.add_argument("--generations", type=int, default=100)
@@ -92,7 +101,9 @@ def parse(argv):
                     help=f"comma list out of {','.join(METHODS)}")
     ap.add_argument("--port-images", type=int, default=256,
                     help="sample images for the port check")
-    ap.add_argument("--torch-threads", type=int, default=os.cpu_count())
+    ap.add_argument("--torch-threads", type=int, default=os.cpu_count(),
+                    help="PyTorch threads (default: all cores). On cores shared with other "
+                         "jobs use 1: 2 threads on 2 busy cores slowed torch ~2.5x here")
     ap.add_argument("--cpu-devices", type=int, default=None,
                     help="split the CPU into this many JAX devices (default: JAX's, 1)")
     ap.add_argument("--out-dir", default=str(HERE / "results"))
@@ -211,6 +222,10 @@ def main(argv=None):  # noqa: C901 - one linear script
         raise SystemExit("the PyTorch port does not match the Flax model")
 
     ids = pick_images(pred_all, y_all, args.images)
+    if args.image_ids:
+        ids = np.asarray([int(i) for i in args.image_ids.split(",")], np.int64)
+        if (pred_all[ids] != y_all[ids]).any():
+            raise SystemExit("--image-ids must be correctly classified sample images")
     x, y = x_all[ids], y_all[ids]
     n = len(ids)
 
