@@ -20,9 +20,10 @@ from jaxattack.result import AttackResult
 from jaxattack.sharding import make_mesh, round_up
 
 MODES = ("untargeted", "targeted", "all-targets")
-# Images per device in one forward pass when batch_size is left to us. On XLA:CPU a
-# larger batch spills the caches and gets slower (benchmarks/README.md).
-AUTO_IMAGES_PER_DEVICE = {"cpu": 1600}
+# Images per device in one forward pass when batch_size is left to us. On XLA:CPU one
+# population (400 images) is already as fast per image as any larger batch, and one slot
+# per device never computes for a finished problem (benchmarks/README.md).
+AUTO_IMAGES_PER_DEVICE = {"cpu": 400}
 AUTO_IMAGES_PER_ACCELERATOR = 32768
 PREDICT_CHUNK = 256
 
