@@ -33,7 +33,7 @@ def main(argv=None):
     import numpy as np
 
     from jaxattack import AttackConfig, data, models
-    from jaxattack.attack import _num_slots, problem_keys, search, spec_of
+    from jaxattack.attack import num_slots, problem_keys, search, spec_of
     from jaxattack.engine import Engine
     from jaxattack.sharding import make_mesh
     from jaxattack.sweep import select_images
@@ -48,7 +48,7 @@ def main(argv=None):
     keys = problem_keys(0, sel, tgt)
     out = {}
     for name, refill in (("fixed", False), ("continuous", True)):
-        eng = Engine(spec_of(cfg, x.shape[1:]), clf, mesh, _num_slots(cfg, len(x), mesh))
+        eng = Engine(spec_of(cfg, x.shape[1:]), clf, mesh, num_slots(cfg, len(x), mesh))
         found = np.zeros(len(x), bool)
         gens = np.zeros(len(x), np.int64)
 

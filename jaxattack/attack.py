@@ -150,7 +150,8 @@ def problem_keys(seed: int, image_ids: np.ndarray, targets: np.ndarray) -> np.nd
     return np.asarray(keys)
 
 
-def _num_slots(config: AttackConfig, num_problems: int, mesh) -> int:
+def num_slots(config: AttackConfig, num_problems: int, mesh) -> int:
+    """Slots for ``config.batch_size``, or the per-platform default, over ``mesh``."""
     devices = mesh.devices.size
     if config.batch_size is not None:
         return round_up(config.batch_size, devices)
@@ -307,7 +308,7 @@ def attack(
     before = clean_probs(classifier, x)
     mesh = make_mesh(devices)
     engine = Engine(spec_of(config, x.shape[1:]), classifier, mesh,
-                    _num_slots(config, len(img_idx), mesh))
+                    num_slots(config, len(img_idx), mesh))
     keys = problem_keys(config.seed, ids[img_idx], tgt)
     genes = np.zeros((len(img_idx), engine.spec.dims), np.float32)
     found = np.zeros(len(img_idx), bool)

@@ -25,8 +25,8 @@ import numpy as np
 from jaxattack import __version__
 from jaxattack.attack import (
     AttackConfig,
-    _num_slots,
     clean_probs,
+    num_slots,
     problem_keys,
     problems,
     search,
@@ -258,7 +258,7 @@ def _run_group(store, done, clf, mesh, spec, exps, x, y, ids, before, writing,
     e_idx, img, tgt, keys = (np.concatenate(c) for c in zip(*parts, strict=True))
     if not img.size:
         return
-    engine = Engine(spec, clf, mesh, _num_slots(exps[0].config(batch_size), img.size, mesh))
+    engine = Engine(spec, clf, mesh, num_slots(exps[0].config(batch_size), img.size, mesh))
     writer = _Writer(store, clf, x, before, ids, y, exps, **writing)
 
     def finished(rows, genes, found, gens):
