@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-DEMO_IMAGES = 20  # ~3 minutes for `tiny` on a 2-core CPU at the paper's budget
+DEMO_IMAGES = 20  # ~2 minutes for `tiny` on a 2-core CPU at the paper's budget
 
 
 def _ints(text: str) -> list[int]:
