@@ -22,10 +22,12 @@ import jax.numpy as jnp
 
 
 class DEParams(NamedTuple):
-    """Static search settings (hashable, so they can be closed over under jit)."""
+    """Search settings. ``F`` and ``CR`` are scalars, or per-member arrays ``[N, 1]``
+    (self-adaptive variants such as jDE)."""
 
-    F: float = 0.5
-    CR: float | None = None  # None: no crossover (the paper); else binomial rate
+    F: float | jax.Array = 0.5
+    CR: float | jax.Array | None = None  # None: no crossover (the paper); else binomial rate
+    base: str = "rand"  # rand, best or current-to-best
 
 
 PAPER = DEParams()  # F = 0.5, no crossover
@@ -89,7 +91,8 @@ def redraw_out_of_bounds(key: jax.Array, x: jax.Array, lower, upper) -> jax.Arra
 
 
 def binomial_crossover(key: jax.Array, parent: jax.Array, mutant: jax.Array, CR: float):
-    """Each gene from the mutant with probability ``CR``; one random gene always is."""
+    """Each gene from the mutant with probability ``CR`` (a scalar, or ``[N, 1]`` per
+    member); one random gene always is."""
     n, d = parent.shape
     k_mask, k_j = jax.random.split(key)
     take = jax.random.uniform(k_mask, (n, d)) < CR
@@ -98,11 +101,23 @@ def binomial_crossover(key: jax.Array, parent: jax.Array, mutant: jax.Array, CR:
 
 
 def ask(key: jax.Array, state: DEState, lower, upper, params: DEParams = PAPER):
-    """Trial vectors ``[N, D]`` for every member (DE/rand/1, optional crossover)."""
+    """Trial vectors ``[N, D]`` for every member, optional crossover.
+
+    ``base``: ``rand`` (DE/rand/1, the paper) ``x_r1 + F (x_r2 - x_r3)``; ``best``
+    ``x_best + F (x_r1 - x_r2)``; ``current-to-best`` ``x_i + F (x_best - x_i) +
+    F (x_r1 - x_r2)``.
+    """
     k_idx, k_bounds, k_cross = jax.random.split(key, 3)
     pop = state.population
     r = sample_indices(k_idx, pop.shape[0])
-    mutant = pop[r[:, 0]] + params.F * (pop[r[:, 1]] - pop[r[:, 2]])
+    if params.base == "rand":
+        mutant = pop[r[:, 0]] + params.F * (pop[r[:, 1]] - pop[r[:, 2]])
+    elif params.base in ("best", "current-to-best"):
+        best = pop[jnp.argmin(state.fitness)]
+        start = best if params.base == "best" else pop + params.F * (best - pop)
+        mutant = start + params.F * (pop[r[:, 0]] - pop[r[:, 1]])
+    else:
+        raise ValueError(f"base must be rand, best or current-to-best, got {params.base!r}")
     mutant = redraw_out_of_bounds(k_bounds, mutant, lower, upper)
     if params.CR is None:
         return mutant

@@ -28,8 +28,12 @@ from jaxattack import de
 from jaxattack.strategies.base import Strategy, box, paper_start
 
 
+def _de_state(state) -> de.DEState:
+    return de.DEState(state["population"], state["fitness"])
+
+
 def _take_start(state, cands, fitness, first):
-    kept = de.tell(de.DEState(state["population"], state["fitness"]), cands, fitness)
+    kept = de.tell(_de_state(state), cands, fitness)
     return {"population": jnp.where(first, cands, kept.population),
             "fitness": jnp.where(first, fitness, kept.fitness)}
 
@@ -44,21 +48,8 @@ class DE(Strategy):
     name: str = "de"
 
     def ask(self, key, state, first, generation, spec):
-        lower, upper = box(spec)
-        k_idx, k_bounds, k_cross = jax.random.split(key, 3)
-        pop = state["population"]
-        r = de.sample_indices(k_idx, pop.shape[0])
-        if self.base == "rand":
-            mutant = pop[r[:, 0]] + self.F * (pop[r[:, 1]] - pop[r[:, 2]])
-        else:
-            x_best = pop[jnp.argmin(state["fitness"])]
-            diff = self.F * (pop[r[:, 0]] - pop[r[:, 1]])
-            mutant = (x_best + diff if self.base == "best"
-                      else pop + self.F * (x_best - pop) + diff)
-        mutant = de.redraw_out_of_bounds(k_bounds, mutant, lower, upper)
-        if self.CR is not None:
-            mutant = de.binomial_crossover(k_cross, pop, mutant, self.CR)
-        return jnp.where(first, paper_start(key, spec), mutant), None
+        trial = de.ask(key, _de_state(state), *box(spec), de.DEParams(self.F, self.CR, self.base))
+        return jnp.where(first, paper_start(key, spec), trial), None
 
     def tell(self, state, cands, pending, fitness, first, spec):
         return _take_start(state, cands, fitness, first)
@@ -77,22 +68,14 @@ class JDE(Strategy):
                                       "CR": np.full(spec.population, 0.9, np.float32)}
 
     def ask(self, key, state, first, generation, spec):
-        lower, upper = box(spec)
-        n, d = state["population"].shape
-        ks = jax.random.split(key, 7)
+        n = spec.population
+        k_f, k_fv, k_c, k_cv, k_ask = jax.random.split(key, 5)
         lo, hi = self.F_range
-        F = jnp.where(jax.random.uniform(ks[0], (n,)) < self.tau,
-                      jax.random.uniform(ks[1], (n,), minval=lo, maxval=hi), state["F"])
-        CR = jnp.where(jax.random.uniform(ks[2], (n,)) < self.tau,
-                       jax.random.uniform(ks[3], (n,)), state["CR"])
-        pop = state["population"]
-        r = de.sample_indices(ks[4], n)
-        mutant = pop[r[:, 0]] + F[:, None] * (pop[r[:, 1]] - pop[r[:, 2]])
-        mutant = de.redraw_out_of_bounds(ks[5], mutant, lower, upper)
-        k_mask, k_j = jax.random.split(ks[6])
-        take = jax.random.uniform(k_mask, (n, d)) < CR[:, None]
-        take = take | (jnp.arange(d) == jax.random.randint(k_j, (n, 1), 0, d))
-        trial = jnp.where(take, mutant, pop)
+        F = jnp.where(jax.random.uniform(k_f, (n,)) < self.tau,
+                      jax.random.uniform(k_fv, (n,), minval=lo, maxval=hi), state["F"])
+        CR = jnp.where(jax.random.uniform(k_c, (n,)) < self.tau,
+                       jax.random.uniform(k_cv, (n,)), state["CR"])
+        trial = de.ask(k_ask, _de_state(state), *box(spec), de.DEParams(F[:, None], CR[:, None]))
         return jnp.where(first, paper_start(key, spec), trial), (F, CR)
 
     def tell(self, state, cands, pending, fitness, first, spec):
