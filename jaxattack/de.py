@@ -154,12 +154,6 @@ def step(
     return (new, aux) if has_aux else new
 
 
-def best(state: DEState) -> tuple[jax.Array, jax.Array]:
-    """The best member and its fitness."""
-    i = jnp.argmin(state.fitness)
-    return state.population[i], state.fitness[i]
-
-
 def minimize(
     key: jax.Array,
     fitness_fn: Callable[[jax.Array], jax.Array],
