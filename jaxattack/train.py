@@ -58,6 +58,7 @@ class Config:
     out: str | None = None  # weight file to write; default assets/weights/<model>.msgpack
     register: bool = True  # add the registry entry for ``out``
     weights_dtype: str = "float32"
+    init_from: str | None = None  # weight file to start from (fine-tuning): fresh optimizer
     progress: bool = True
 
 
@@ -231,6 +232,7 @@ def train(cfg: Config) -> dict:
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("batch"))
 
     model = models.build(cfg.model, len(names), cfg.seed)
+    prior = _init_from(model, cfg) if cfg.init_from else {}
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     model.eval()
     eval_graphdef = nnx.split(model, nnx.Param, ...)[0]
@@ -239,7 +241,7 @@ def train(cfg: Config) -> dict:
 
     ckpt_dir = Path(cfg.ckpt_dir or Path("checkpoints") / cfg.model)
     ckpt_path = ckpt_dir / "last.msgpack"
-    meta = {"epoch": 0, "train_seconds": 0.0, "epochs": cfg.epochs, "seed": cfg.seed}
+    meta = {"epoch": 0, "train_seconds": 0.0, "epochs": cfg.epochs, "seed": cfg.seed, **prior}
 
     tx = make_optimizer(cfg)
     state = TrainState(params, rest, tx.init(params), jnp.zeros((), jnp.int32))
@@ -295,7 +297,8 @@ def train(cfg: Config) -> dict:
             meta["epochs"] = _plan(cfg, mean_s, tail_s, setup_s, meta)
         meta.setdefault("losses", []).append(float(np.mean(losses)) if losses else None)
         save_checkpoint(ckpt_path, state, meta)
-        say(f"epoch {epoch}/{epochs}: loss {meta['losses'][-1]:.4f} "
+        loss_txt = "-" if meta["losses"][-1] is None else f"{meta['losses'][-1]:.4f}"
+        say(f"epoch {epoch}/{epochs}: loss {loss_txt} "
             f"train acc {float(np.mean(accs)) if accs else 0:.4f} "
             f"({epoch_s:.0f}s, total {meta['train_seconds'] / 60:.1f} min)"
             + (f"; re-planned to {meta['epochs']} epochs" if meta["epochs"] != epochs else ""))
@@ -303,14 +306,31 @@ def train(cfg: Config) -> dict:
             break
 
     acc = evaluate(logits_fn, state.params, state.rest, x_test, y_test, mesh)
+    # Totals include the run a fine-tune started from (when its registry entry is known).
     summary = {"model": cfg.model, "test_accuracy": acc, "test_images": len(x_test),
-               "epochs": meta["epoch"], "train_seconds": round(meta["train_seconds"], 1),
+               "epochs": meta["epoch"] + meta.get("prior_epochs", 0),
+               "train_seconds": round(meta["train_seconds"] + meta.get("prior_seconds", 0.0), 1),
+               "init_from": meta.get("init_from"),
                "params": int(n_params), "losses": meta.get("losses", []),
                "checkpoint": str(ckpt_path)}
     say(f"test accuracy {acc:.4f} on {len(x_test)} images")
     if cfg.out or cfg.register:
         summary.update(_export(cfg, state, eval_graphdef, names, summary))
     return summary
+
+
+def _init_from(model: nnx.Module, cfg: Config) -> dict:
+    """Load ``cfg.init_from`` into ``model``; return what is known of how it was trained."""
+    path = Path(cfg.init_from)
+    state = nnx.state(model, (nnx.Param, nnx.BatchStat))
+    nnx.update(model, weights.restore(path, state, expected_sha256=None))
+    digest = weights.sha256(path)
+    prior = {"init_from": f"{path.name} (sha256 {digest[:12]}...)"}
+    entry = registry.read_registry().get(cfg.model, {})
+    if entry.get("sha256") == digest:  # the registered weights: carry their training time
+        prior.update(prior_epochs=int(entry.get("epochs", 0)),
+                     prior_seconds=float(entry.get("train_seconds", 0.0)))
+    return prior
 
 
 def _time_steps(step_fn, state, x, y, batch, sharded, n: int = 8) -> float:
@@ -373,7 +393,9 @@ def _export(cfg: Config, state: TrainState, eval_graphdef, names, summary) -> di
         "devices": jax.device_count(),
         "recipe": (f"SGD nesterov m={cfg.momentum} wd={cfg.weight_decay} one-cycle peak lr "
                    f"{cfg.lr * cfg.batch_size / 256:g}, batch {cfg.batch_size}, crop+flip, "
-                   f"label smoothing {cfg.label_smoothing}"),
+                   f"label smoothing {cfg.label_smoothing}"
+                   + (f"; fine-tuned from {summary['init_from']}" if summary.get("init_from")
+                      else "")),
         "class_names": list(names),
     }
     if cfg.register and cfg.out is None:
@@ -406,6 +428,8 @@ def parse_args(argv=None) -> tuple[Config, int | None]:
     p.add_argument("--out", default=None, help="weight file (default: the package's, registered)")
     p.add_argument("--no-register", action="store_true")
     p.add_argument("--weights-dtype", default=d.weights_dtype, choices=["float32", "float16"])
+    p.add_argument("--init-from", default=None, metavar="WEIGHTS",
+                   help="start from this weight file (fresh optimizer and schedule)")
     p.add_argument("--cpu-devices", type=int, default=None,
                    help="virtual CPU devices for data parallelism (default: CPU core count)")
     p.add_argument("--quiet", action="store_true")
@@ -415,7 +439,7 @@ def parse_args(argv=None) -> tuple[Config, int | None]:
                  label_smoothing=a.label_smoothing, seed=a.seed, train_limit=a.train_limit,
                  test_limit=a.test_limit, max_steps=a.max_steps, ckpt_dir=a.ckpt_dir,
                  out=a.out, register=not a.no_register, weights_dtype=a.weights_dtype,
-                 progress=not a.quiet)
+                 init_from=a.init_from, progress=not a.quiet)
     return cfg, a.cpu_devices
 
 

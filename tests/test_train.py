@@ -56,8 +56,8 @@ def test_two_steps_lower_the_loss():
     assert int(state.step) == 3
 
 
-def _cfg(root, tmp_path, **kw):
-    return train.Config(model="tiny", data=str(root), epochs=2, batch_size=8, lr=0.05,
+def _cfg(root, tmp_path, epochs=2, **kw):
+    return train.Config(model="tiny", data=str(root), epochs=epochs, batch_size=8, lr=0.05,
                         ckpt_dir=str(tmp_path / "ckpt"), out=str(tmp_path / "w.msgpack"),
                         register=False, progress=False, **kw)
 
@@ -77,6 +77,18 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny_cifar, tmp_path):
     for u, v in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
         np.testing.assert_array_equal(u, v)
     assert full["sha256"] == resumed["sha256"]
+
+
+def test_init_from_starts_at_the_given_weights(tiny_cifar, tmp_path):
+    first = train.train(_cfg(tiny_cifar, tmp_path / "a", epochs=1))
+    # Zero steps: the exported weights are exactly the ones it started from.
+    again = train.train(_cfg(tiny_cifar, tmp_path / "b", epochs=1, max_steps=0,
+                             init_from=first["weights"]))
+    assert again["sha256"] == first["sha256"]
+    assert again["init_from"].startswith("w.msgpack (sha256 " + first["sha256"][:12])
+    assert "fine-tuned from w.msgpack" in again["entry"]["recipe"]
+    fresh = train.train(_cfg(tiny_cifar, tmp_path / "c", epochs=1, max_steps=0))
+    assert fresh["sha256"] != first["sha256"] and fresh["init_from"] is None
 
 
 def test_time_budget_picks_an_epoch_count(tiny_cifar, tmp_path, capsys):
@@ -108,8 +120,10 @@ def test_budget_plan_and_replan():
 
 def test_cli_parses_options():
     cfg, ndev = train.parse_args(["--model", "resnet20", "--time-budget", "60",
-                                  "--cpu-devices", "2", "--no-register"])
+                                  "--cpu-devices", "2", "--no-register",
+                                  "--init-from", "w.msgpack"])
     assert cfg.model == "resnet20" and cfg.time_budget == 60 and ndev == 2
+    assert cfg.init_from == "w.msgpack"
     assert not cfg.register
     with pytest.raises(SystemExit):
         train.parse_args(["--model", "nope"])
