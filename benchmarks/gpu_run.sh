@@ -16,7 +16,8 @@ TRAIN_MINUTES=${TRAIN_MINUTES:-5}            # per model
 TRAIN_MODELS=${TRAIN_MODELS:-allcnn nin vgg16}
 IMAGES=${IMAGES:-500}
 PAPER_MODELS=${PAPER_MODELS:-tiny,allcnn}
-PEAK_TFLOPS=${PEAK_TFLOPS:-67}                # H100 SXM float32 dense peak
+PEAK_TFLOPS=${PEAK_TFLOPS:-67}      # H100 SXM float32 (non-tensor) peak; f32 convs may use TF32
+PEAK_TFLOPS_BF16=${PEAK_TFLOPS_BF16:-989}  # H100 SXM bfloat16 dense tensor peak
 OUT=benchmarks/results/gpu-$(date +%Y%m%d)
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -31,7 +32,8 @@ for m in $TRAIN_MODELS; do
 done
 
 python benchmarks/throughput.py --models tiny,resnet20,allcnn,nin,vgg16 --slots 16,64 \
-    --devices 1 --peak-tflops "$PEAK_TFLOPS" --out "$OUT/throughput.json" 2>&1 | tail -20
+    --devices 1 --dtypes float32,bfloat16 --peak-tflops "$PEAK_TFLOPS" \
+    --peak-tflops-bf16 "$PEAK_TFLOPS_BF16" --out "$OUT/throughput.json" 2>&1 | tail -30
 python benchmarks/paper_table.py --models "$PAPER_MODELS" --images "$IMAGES" \
     --data "$DATA" --out "$OUT/paper_table" 2>&1 | tail -30
 cp "$OUT/paper_table/paper_table.md" "$OUT/paper_table.md"

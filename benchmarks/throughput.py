@@ -4,7 +4,10 @@
 
 Uses `engine_overhead.measure` for each (model, devices, slots). FLOPs per image come
 from XLA's cost analysis of the compiled forward pass; with ``--peak-tflops`` (the
-device's float32 peak) the model FLOP utilisation (MFU) is reported too.
+device's float32 peak; ``--peak-tflops-bf16`` for bfloat16) the model FLOP utilisation
+(MFU) is reported too. ``--dtypes float32,bfloat16`` also runs each model with bfloat16
+compute (float32 parameters; ``models.load(name, dtype="bfloat16")``), for accelerators:
+XLA:CPU is slow in bfloat16.
 """
 
 from __future__ import annotations
@@ -35,8 +38,11 @@ def main(argv=None):
     ap.add_argument("--slots", default="1,4")
     ap.add_argument("--devices", default="1,2", help="device counts (virtual on CPU)")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--dtypes", default="float32", help="compute dtypes (comma list)")
     ap.add_argument("--peak-tflops", type=float, default=None,
                     help="float32 peak of one device, for MFU")
+    ap.add_argument("--peak-tflops-bf16", type=float, default=None,
+                    help="bfloat16 peak of one device, for MFU")
     ap.add_argument("--out", default=None, help="JSON path; a .md is written beside it")
     args = ap.parse_args(argv)
     counts = [int(d) for d in args.devices.split(",")]
@@ -51,19 +57,23 @@ def main(argv=None):
 
     counts = [n for n in counts if n <= len(jax.local_devices())]
     rows = []
+    peaks = {"float32": args.peak_tflops, "bfloat16": args.peak_tflops_bf16}
     for name in args.models.split(","):
-        clf = models.load(name, weights=None)
-        fl = flops_per_image(clf)
-        for n_dev in counts:
-            for slots in [int(s) for s in args.slots.split(",")]:
-                r = {"model": name} | measure(clf, make_mesh(n_dev), slots, args.population,
-                                              args.generations, args.repeats)
-                r["gflop_per_image"] = fl / 1e9
-                r["attack_tflop_s"] = fl * r["attack_q_s"] / 1e12
-                if args.peak_tflops:
-                    r["mfu"] = r["attack_tflop_s"] / (args.peak_tflops * n_dev)
-                rows.append(r)
-                print(json.dumps(r), flush=True)
+        for dtype in args.dtypes.split(","):
+            clf = models.load(name, weights=None, dtype=None if dtype == "float32" else dtype)
+            fl = flops_per_image(clf)
+            label = name if dtype == "float32" else f"{name} ({dtype})"
+            for n_dev in counts:
+                for slots in [int(s) for s in args.slots.split(",")]:
+                    r = {"model": label, "dtype": dtype} | measure(
+                        clf, make_mesh(n_dev), slots, args.population, args.generations,
+                        args.repeats)
+                    r["gflop_per_image"] = fl / 1e9
+                    r["attack_tflop_s"] = fl * r["attack_q_s"] / 1e12
+                    if peaks.get(dtype):
+                        r["mfu"] = r["attack_tflop_s"] / (peaks[dtype] * n_dev)
+                    rows.append(r)
+                    print(json.dumps(r), flush=True)
     meta = dict(population=args.population, generations=args.generations, machine=machine(),
                 jax=jax.__version__)
     table = markdown(rows) + "\n\n| model | GFLOP/image | attack TFLOP/s (best) |\n|---|---|---|\n"

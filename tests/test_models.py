@@ -172,3 +172,17 @@ def test_from_apply_fn():
     np.testing.assert_allclose(clf(_images(2)).sum(-1), 1.0, rtol=1e-5)
     with pytest.raises(TypeError, match="nnx.Module"):
         models.from_module(fn, num_classes=3)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_outputs():
+    x, y, _ = data.load("sample", per_class_limit=10)
+    f32 = models.load("tiny")
+    bf16 = models.load("tiny", dtype="bfloat16")
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(bf16.params))
+    hlo = jax.jit(bf16.apply_fn).lower(bf16.params, x).as_text()
+    assert "bf16" in hlo and "bf16" not in jax.jit(f32.apply_fn).lower(f32.params, x).as_text()
+    a, b = jax.jit(f32.apply_fn)(f32.params, x), jax.jit(bf16.apply_fn)(bf16.params, x)
+    assert b.dtype == jnp.float32 and b.shape == a.shape == (100, 10)
+    assert float(jnp.mean(a.argmax(-1) == b.argmax(-1))) >= 0.95
+    with pytest.raises(ValueError, match="float type"):
+        models.set_compute_dtype(models.build("tiny"), "int8")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from ..classifier import Classifier
@@ -23,7 +24,7 @@ from .weights import WEIGHTS_DIR, WeightsError
 
 __all__ = [
     "ARCHITECTURES", "Classifier", "WeightsError", "available", "build", "from_apply_fn",
-    "from_module", "load", "read_registry",
+    "from_module", "load", "read_registry", "set_compute_dtype",
 ]  # fmt: skip
 
 SHIPPED = "shipped"
@@ -51,7 +52,9 @@ def from_module(
     graphdef, params, rest = nnx.split(module, (nnx.Param, nnx.BatchStat), ...)
 
     def apply_fn(params, images):
-        return nnx.merge(graphdef, params, rest)(images)
+        out = nnx.merge(graphdef, params, rest)(images)
+        low = jnp.issubdtype(out.dtype, jnp.floating) and jnp.finfo(out.dtype).bits < 32
+        return out.astype(jnp.float32) if low else out  # e.g. bfloat16 compute
 
     return Classifier(apply_fn, params, num_classes, outputs=outputs, input_shape=input_shape,
                       class_names=class_names, name=name or type(module).__name__)
@@ -69,6 +72,7 @@ def load(
     *,
     sha256: str | None = None,
     seed: int = 0,
+    dtype: str | None = None,
 ) -> Classifier:
     """A zoo model as a Classifier (logits out, eval mode).
 
@@ -79,6 +83,8 @@ def load(
         random initialisation (for tests and training from scratch).
       sha256: expected digest of a weight file given by path (checked when given).
       seed: initialisation seed (only matters with ``weights=None``).
+      dtype: compute dtype, e.g. ``"bfloat16"`` for accelerators; parameters stay float32
+        and the outputs are float32. ``None``: float32 throughout.
     """
     entry = read_registry().get(name, {})
     names = tuple(entry.get("class_names", ())) or None
@@ -99,9 +105,25 @@ def load(
             path = Path(weights)
         state = nnx.state(module, (nnx.Param, nnx.BatchStat))
         nnx.update(module, _weights.restore(path, state, sha256))
+    if dtype is not None:
+        set_compute_dtype(module, dtype)
     clf = from_module(module, module_num_classes(module, names), input_shape=CIFAR10_SHAPE,
                       class_names=names, name=name)
     return clf
+
+
+def set_compute_dtype(module: nnx.Module, dtype) -> nnx.Module:
+    """Compute every Conv, Linear and BatchNorm of ``module`` in ``dtype`` (in place).
+
+    Parameters keep their dtype (float32); each layer casts its inputs and parameters.
+    """
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"compute dtype must be a float type, got {dtype}")
+    for _, layer in nnx.iter_modules(module):
+        if isinstance(layer, (nnx.Conv, nnx.Linear, nnx.BatchNorm)):
+            layer.dtype = dtype
+    return module
 
 
 def module_num_classes(module: nnx.Module, names) -> int:
