@@ -499,8 +499,8 @@ def markdown(out) -> str:
         f"- machine: `{m['platform']}`, {m['cpu_count']} CPUs (torch threads "
         f"{m['torch_threads']}), JAX devices {', '.join(m['jax_devices'])}; load average "
         f"(1/5/15 min) at start / end {m['load_avg_start_end'][0]} / "
-        f"{m['load_avg_start_end'][1]} (the cores were shared; timings are noisy, compare "
-        f"the ratios)",
+        f"{m['load_avg_start_end'][1]} (a start load near the CPU count means other work "
+        f"shared the cores; compare the ratios)",
         f"- versions: jax {v['jax']}, jaxlib {v['jaxlib']}, flax {v['flax']}, torch "
         f"{v['torch']}, torchattacks {v['torchattacks']}, ART {v['art']}, scipy {v['scipy']}, "
         f"numpy {v['numpy']}",

@@ -28,9 +28,8 @@ from jax.sharding import PartitionSpec as P
 
 from jaxattack import codec, objective
 from jaxattack.classifier import Classifier
+from jaxattack.sharding import AXIS
 from jaxattack.strategies import DE, Strategy
-
-AXIS = "problems"
 
 
 class Slots(NamedTuple):

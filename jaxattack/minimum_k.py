@@ -2,7 +2,8 @@
 
 Images are attacked with the first k; those not fooled go on to the next k, and so on.
 With ``max_queries``, an image only tries a further k while its total stays within the
-budget (each try may spend up to ``config.max_queries``). ART's ``PixelAttack(th=None)``
+budget (each try may spend up to ``config.max_queries``). Images the model already
+misclassifies get ``min_k == 0`` and are not attacked. ART's ``PixelAttack(th=None)``
 answers the same question with a binary search over k, one image at a time.
 """
 
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxattack.attack import AttackConfig, attack
+from jaxattack.attack import AttackConfig, attack, predict
 from jaxattack.classifier import Classifier
 from jaxattack.result import AttackResult
 
@@ -21,12 +22,18 @@ from jaxattack.result import AttackResult
 @dataclasses.dataclass
 class MinKResult:
     ks: tuple[int, ...]
-    min_k: np.ndarray  # [B] smallest k that fooled the image, -1 if none did
+    min_k: np.ndarray  # [B] smallest k that fooled the image; -1 none did, 0 misclassified
     queries: np.ndarray  # [B] queries over all tries
     tries: list[AttackResult]  # one per k, over the images still unfooled at that k
 
-    def success_rate(self) -> float:
-        return float((self.min_k > 0).mean())
+    @property
+    def clean_correct(self) -> np.ndarray:
+        return self.min_k != 0
+
+    def success_rate(self, correct_only: bool = True) -> float:
+        """Share of images fooled by some k (by default among correctly classified ones)."""
+        keep = self.clean_correct if correct_only else np.ones(len(self.min_k), bool)
+        return float((self.min_k[keep] != -1).mean()) if keep.any() else float("nan")
 
 
 def minimum_k(classifier: Classifier, images, labels, config: AttackConfig | None = None,
@@ -41,7 +48,7 @@ def minimum_k(classifier: Classifier, images, labels, config: AttackConfig | Non
         raise ValueError(f"ks must be increasing positive ints, got {ks}")
     images, labels = np.asarray(images), np.asarray(labels)
     ids = np.arange(len(images)) if image_ids is None else np.asarray(image_ids)
-    min_k = np.full(len(images), -1)
+    min_k = np.where(predict(classifier, images).argmax(-1) == labels, -1, 0)
     queries = np.zeros(len(images), np.int64)
     tries = []
     for k in ks:

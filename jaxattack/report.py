@@ -25,7 +25,7 @@ from jaxattack.store import META, RESULTS, read_rows, shard_paths
 FIGURES = "figures"
 MODES = ("untargeted", "targeted", "all-targets")
 # The config fields that define one aggregate: an experiment less its seed (seeds pool).
-GROUP_FIELDS = ("model", "data", "strategy", "pixels", "mode", "population", "generations",
+GROUP_FIELDS = ("model", "data", "strategy", "loss", "pixels", "mode", "population", "generations",
                 "early_stop", "F", "crossover", "split")
 CORE_FIELDS = ("model", "pixels", "mode")
 CLASS_FIELDS = ("label", "target", "adv_class", "predicted_before", "predicted_after")

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxattack.engine import AXIS
+AXIS = "problems"  # the mesh axis that slots are split over
 
 
 def make_mesh(devices: int | Sequence[jax.Device] | None = None) -> Mesh:

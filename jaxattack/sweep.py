@@ -216,19 +216,23 @@ def run(
         import jax
 
         process = (jax.process_index(), jax.process_count())
+    by_source = defaultdict(list)
+    for exp in experiments:
+        by_source[(exp.model, exp.data, exp.split)].append(exp)
+    # Load every model before touching ``out``: a bad name leaves no empty run folder.
+    classifiers = {exp.model: None for exp in experiments}
+    for model in classifiers:
+        classifiers[model] = load_model(model)
     store = ResultStore(out, shard=process)
     store.repair()
     done = store.done()
     mesh = make_mesh(devices)
-    by_source = defaultdict(list)
-    for exp in experiments:
-        by_source[(exp.model, exp.data, exp.split)].append(exp)
 
     for (model, source, split), exps in by_source.items():
         x_all, y_all, names = load_data(source, split=split)
         sel = select_images(np.asarray(y_all), images)[process[0]::process[1]]
         x, y, ids = x_all[sel], np.asarray(y_all[sel], np.int32), sel.astype(np.int64)
-        clf = load_model(model)
+        clf = classifiers[model]
         if process[0] == 0:
             store.write_meta(store.meta() | {"class_names": list(names),
                                              "version": __version__})

@@ -251,6 +251,11 @@ def train(cfg: Config) -> dict:
     resumed = ckpt_path.is_file()
     if resumed:
         state, meta = load_checkpoint(ckpt_path, state)
+        if cfg.init_from and meta.get("init_from") != prior.get("init_from"):
+            raise ValueError(
+                f"--init-from {cfg.init_from} given, but {ckpt_path} holds another run "
+                f"(started from {meta.get('init_from') or 'scratch'}); move it away or pass "
+                f"--ckpt-dir")
         state = jax.device_put(state, replicated)
         say(f"resumed {ckpt_path} at epoch {meta['epoch']}/{meta['epochs']}")
     elif cfg.time_budget is not None:
@@ -408,8 +413,8 @@ def _export(cfg: Config, state: TrainState, eval_graphdef, names, summary) -> di
 # ----------------------------------------------------------------------------- CLI
 
 
-def parse_args(argv=None) -> tuple[Config, int | None]:
-    p = argparse.ArgumentParser(prog="python -m jaxattack.train", description=__doc__,
+def parse_args(argv=None, prog: str = "python -m jaxattack.train") -> tuple[Config, int | None]:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     d = Config()
     p.add_argument("--model", default=d.model, choices=sorted(registry.ARCHITECTURES))
@@ -426,12 +431,15 @@ def parse_args(argv=None) -> tuple[Config, int | None]:
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--ckpt-dir", default=None, help="default checkpoints/<model>")
     p.add_argument("--out", default=None, help="weight file (default: the package's, registered)")
-    p.add_argument("--no-register", action="store_true")
+    p.add_argument("--no-register", action="store_true",
+                   help="do not touch the package: no weight file or registry entry "
+                        "(only the checkpoint; --out writes weights elsewhere)")
     p.add_argument("--weights-dtype", default=d.weights_dtype, choices=["float32", "float16"])
     p.add_argument("--init-from", default=None, metavar="WEIGHTS",
                    help="start from this weight file (fresh optimizer and schedule)")
     p.add_argument("--cpu-devices", type=int, default=None,
-                   help="virtual CPU devices for data parallelism (default: CPU core count)")
+                   help="virtual CPU devices for data parallelism (default: CPU core count, "
+                        "at most 8)")
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
     cfg = Config(model=a.model, data=a.data, epochs=a.epochs, time_budget=a.time_budget,
@@ -443,8 +451,10 @@ def parse_args(argv=None) -> tuple[Config, int | None]:
     return cfg, a.cpu_devices
 
 
-def main(argv=None) -> int:
-    cfg, cpu_devices = parse_args(argv)
+def main(argv=None, prog: str = "python -m jaxattack.train") -> int:
+    cfg, cpu_devices = parse_args(argv, prog)
+    if cpu_devices is not None and cpu_devices < 1:
+        raise ValueError(f"--cpu-devices must be >= 1, got {cpu_devices}")
     n = cpu_devices if cpu_devices is not None else min(os.cpu_count() or 1, 8)
     try:  # only possible before the first JAX computation in this process
         jax.config.update("jax_num_cpu_devices", n)

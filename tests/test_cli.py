@@ -62,13 +62,48 @@ def test_sweep_then_report_rerenders_without_recomputing(tmp_path, capsys):
     (["attack", "--model", MODEL, "--images", "-1"], "--images must be >= 1"),
     (["attack", "--model", MODEL, "--population", "2"], "population must be >= 4"),
     (["sweep", "--models", MODEL, "--out", "x", "--coordinator", "h:1"], "needs --distributed"),
+    (["sweep", "--models", MODEL, "--out", "x", "--process-id", "1"], "needs --distributed"),
+    (["attack", "--model", MODEL, "--cpu-devices", "0"], "--cpu-devices must be >= 1"),
+    (["eval", "--model", MODEL, "--images", "0"], "--images must be >= 1"),
+    (["train", "--data", "/no/such/data", "--epochs", "1"], "/no/such/data"),
     (["report", "/no/such/run"], "no results.jsonl"),
 ])
 def test_bad_input_is_one_line_and_exit_1(argv, match, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert cli.main([*argv, *(["--no-progress"] if argv[0] != "report" else [])]) == 1
+    progress = ["--no-progress"] if argv[0] in ("attack", "sweep") else []
+    assert cli.main([*argv, *progress]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("jaxattack: error:") and match in err and "\n" not in err
+
+
+def test_unshipped_zoo_model_is_one_line_and_leaves_no_run_folder(capsys, tmp_path,
+                                                                  monkeypatch):
+    from jaxattack import models
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(models, "read_registry", lambda *a, **k: {})
+    assert cli.main(["attack", "--model", "allcnn", "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "no weights shipped yet" in err and "\n" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_report_reads_a_sharded_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["attack", "--model", MODEL, "--out", str(out), *FAST]) == 0
+    (out / "results.jsonl").rename(out / "results.p0.jsonl")  # as a 2-process run writes
+    (out / "summary.json").unlink()
+    assert cli.main(["report", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["aggregates"][0]["n_images"] == 6
+
+
+def test_default_run_folder_names_what_differs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = cli.build_parser().parse_args(["attack", "--model", MODEL, "--loss", "margin",
+                                          "--preset", "paper"])
+    assert cli._default_out(args) == "runs/cli_model-k1-untargeted-margin-paper"
+    args = cli.build_parser().parse_args(["attack"])
+    assert cli._default_out(args) == "runs/tiny-k1-untargeted"
 
 
 def test_usage_errors_exit_2(capsys):

@@ -1,6 +1,7 @@
 """jaxattack.models: architectures, eval-mode purity, shifted-matmul conv, shipped weights."""
 
 import shutil
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +10,7 @@ import pytest
 from flax import nnx
 
 from jaxattack import Classifier, data, models
-from jaxattack.models import layers, weights
+from jaxattack.models import layers, registry, weights
 
 PARAMS = {"tiny": 279_466, "resnet20": 269_722, "allcnn": 1_370_996, "nin": 968_404,
           "vgg16": 14_986_698}
@@ -133,13 +134,20 @@ def test_weights_roundtrip_and_float16(tmp_path):
     assert len(d32) == 64
 
 
-def test_unshipped_and_unknown_models_give_clear_errors():
-    unshipped = [n for n, e in models.available().items() if not e["weights_shipped"]]
-    for name in unshipped[:1]:
-        with pytest.raises(models.WeightsError, match="no weights shipped yet"):
-            models.load(name)
+def test_unshipped_and_unknown_models_give_clear_errors(monkeypatch):
+    monkeypatch.setattr(models, "read_registry", lambda *a, **k: {})  # nothing shipped
+    with pytest.raises(models.WeightsError, match="no weights shipped yet"):
+        models.load("allcnn")
     with pytest.raises(ValueError, match="unknown model"):
         models.load("resnet1000")
+
+
+def test_docs_model_card_matches_the_registry():
+    root = Path(__file__).parents[1]
+    text = (root / "docs" / "models.md").read_text()
+    block = text.split("<!-- model-card:start -->\n")[1].split("<!-- model-card:end -->")[0]
+    assert block == registry.model_card()
+    assert registry.model_card() in (root / "README.md").read_text()
 
 
 # ----------------------------------------------------------------------------- user models

@@ -307,3 +307,11 @@ def test_example_grid(run, tmp_path):
     assert_png(report.example_grid(rows, run, tmp_path / "ex.png", NAMES))
     assert report.example_grid(all_targets_rows(), run, tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_rows_differing_only_in_loss_are_separate_lines():
+    rows = [r for r in untargeted_rows() if r["pixels"] == 1]
+    margin = [dict(r, loss="margin", experiment=r["experiment"] + "_m") for r in rows]
+    aggs = report.aggregate([dict(r, loss="prob") for r in rows] + margin)
+    assert sorted(a["loss"] for a in aggs) == ["margin", "prob"]
+    assert "loss" in report.table(aggs).splitlines()[0]

@@ -113,3 +113,8 @@ def test_minimum_k_on_a_model_that_needs_two_pixels():
     np.testing.assert_array_equal(capped.min_k, [-1, -1, -1])  # no budget for a second k
     with pytest.raises(ValueError, match="increasing"):
         minimum_k(clf, x, np.zeros(3, int), cfg, ks=(2, 1))
+    wrong = minimum_k(clf, x, np.array([0, 2, 0]), cfg, ks=(1, 2))  # image 1: misclassified
+    np.testing.assert_array_equal(wrong.min_k, [2, 0, 2])
+    assert wrong.queries[1] == 0 and wrong.success_rate() == 1.0
+    assert wrong.success_rate(correct_only=False) == 1.0
+    assert capped.success_rate() == 0.0

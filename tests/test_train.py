@@ -89,6 +89,9 @@ def test_init_from_starts_at_the_given_weights(tiny_cifar, tmp_path):
     assert "fine-tuned from w.msgpack" in again["entry"]["recipe"]
     fresh = train.train(_cfg(tiny_cifar, tmp_path / "c", epochs=1, max_steps=0))
     assert fresh["sha256"] != first["sha256"] and fresh["init_from"] is None
+    # A checkpoint of another run (from scratch) in the folder is not silently resumed.
+    with pytest.raises(ValueError, match="holds another run"):
+        train.train(_cfg(tiny_cifar, tmp_path / "a", epochs=1, init_from=first["weights"]))
 
 
 def test_time_budget_picks_an_epoch_count(tiny_cifar, tmp_path, capsys):
