@@ -26,9 +26,10 @@ python -m pip install -q -e . "jax[cuda12]" 2>&1 | tail -1
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
 python -c "import jax; print(jax.devices())" | tee -a "$OUT/gpu.txt"
 
-for m in $TRAIN_MODELS; do
+for m in $TRAIN_MODELS; do  # replaces the CPU-trained weights; float16 storage for vgg16
+  dtype=float32; [ "$m" = vgg16 ] && dtype=float16
   python -m jaxattack.train --model "$m" --data "$DATA" --time-budget "$TRAIN_MINUTES" \
-      --quiet 2>&1 | tee "$OUT/train-$m.log"
+      --ckpt-dir "checkpoints/gpu-$m" --weights-dtype "$dtype" --quiet 2>&1 | tee "$OUT/train-$m.log"
 done
 
 python benchmarks/throughput.py --models tiny,resnet20,allcnn,nin,vgg16 --slots 16,64 \
