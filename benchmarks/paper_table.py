@@ -41,7 +41,13 @@ def main(argv=None):
     ap.add_argument("--population", type=int, default=400)
     ap.add_argument("--generations", type=int, default=100)
     ap.add_argument("--out", default="runs/paper_table")
+    ap.add_argument("--cpu-devices", type=int, default=None,
+                    help="split the CPU into this many JAX devices (2 helps nin/resnet20)")
     args = ap.parse_args(argv)
+    if args.cpu_devices:
+        import jax
+
+        jax.config.update("jax_num_cpu_devices", args.cpu_devices)
 
     from engine_overhead import machine
 
