@@ -127,10 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def _runtime_errors() -> tuple[type[Exception], ...]:
+    """Errors shown as one line; only evaluated when one is raised (keeps flax off start-up)."""
     from jaxattack.models.weights import WeightsError
 
+    return (ValueError, TypeError, FileNotFoundError, KeyError, ImportError, OSError,
+            WeightsError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     try:
         if argv[:1] == ["train"]:
             from jaxattack import train
@@ -140,17 +146,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, FileNotFoundError, KeyError, ImportError, OSError,
-            WeightsError) as e:
+    except _runtime_errors() as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"jaxattack: error: {msg}", file=sys.stderr)
         return 1
 
 
 def _dispatch(args) -> int:
+    for flag in ("images", "cpu_devices"):  # the counts any command may take
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
     if getattr(args, "cpu_devices", None) is not None:
-        if args.cpu_devices < 1:
-            raise ValueError(f"--cpu-devices must be >= 1, got {args.cpu_devices}")
         import jax
 
         jax.config.update("jax_num_cpu_devices", args.cpu_devices)
@@ -166,8 +173,6 @@ def _dispatch(args) -> int:
 def _attack_or_sweep(args) -> int:
     from jaxattack import sweep
 
-    if args.images < 1:
-        raise ValueError(f"--images must be >= 1, got {args.images}")
     common = dict(data=args.data, split=args.split, population=args.population,
                   generations=args.generations, seed=args.seed,
                   early_stop="paper" if args.preset == "paper" else "success",
@@ -234,8 +239,6 @@ def _eval(args) -> int:
     from jaxattack.attack import predict
     from jaxattack.sweep import load_classifier, select_images
 
-    if args.images is not None and args.images < 1:
-        raise ValueError(f"--images must be >= 1, got {args.images}")
     clf = load_classifier(args.model)
     x, y, _ = data.load(args.data, split=args.split)
     sel = select_images(np.asarray(y), args.images)

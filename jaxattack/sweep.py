@@ -220,9 +220,7 @@ def run(
     for exp in experiments:
         by_source[(exp.model, exp.data, exp.split)].append(exp)
     # Load every model before touching ``out``: a bad name leaves no empty run folder.
-    classifiers = {exp.model: None for exp in experiments}
-    for model in classifiers:
-        classifiers[model] = load_model(model)
+    classifiers = {m: load_model(m) for m in dict.fromkeys(e.model for e in experiments)}
     store = ResultStore(out, shard=process)
     store.repair()
     done = store.done()
