@@ -56,7 +56,8 @@ def main(argv=None):
     exps = sweep.grid(args.models.split(","), [int(k) for k in args.pixels.split(",")],
                       args.modes.split(","), data=args.data, population=args.population,
                       generations=args.generations)
-    store = sweep.run(exps, args.out, args.images, save_images="none")
+    store = sweep.run(exps, args.out, args.images, save_images="none",
+                      progress=sys.stderr.isatty())
     rows = store.rows()
     aggs = report.aggregate(rows)
     hists = {}

@@ -1,0 +1,44 @@
+"""benchmarks/gpu_run.sh end to end on the CPU with toy sizes (SMOKE=1).
+
+The script is what a session with a lent GPU runs in its one 10-minute call; this
+catches a broken step before such a session spends its device time on it.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
+                    reason="needs bash and coreutils timeout")
+def test_gpu_run_smoke_writes_every_result(tmp_path):
+    env = {**os.environ, "SMOKE": "1", "OUT": str(tmp_path), "PYTHON": sys.executable,
+           "DATA": "sample", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(["bash", "benchmarks/gpu_run.sh"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    log = (tmp_path / "log.txt").read_text()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for bad in ("FAILED", "TIMED OUT", "skipped"):
+        assert bad not in log, log
+    # The device tool returns at most 8 files from $OUT: the script writes exactly these.
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([
+        "env.txt", "log.txt", "throughput.json", "throughput.md", "tiny_10k.json",
+        "allcnn_1k.json", "paper_table.json", "paper_table.md"])
+    for name, model, images in (("tiny_10k", "tiny", 4), ("allcnn_1k", "allcnn", 2)):
+        rec = json.loads((tmp_path / f"{name}.json").read_text())
+        assert (rec["model"], rec["images"], rec["population"]) == (model, images, 8)
+        # Every problem is charged its initial population plus each generation it ran.
+        assert 8 * images <= rec["queries"] <= 8 * 3 * images
+        assert rec["seconds"] > 0 and rec["met"] is False  # a toy target of 0 s
+    rows = json.loads((tmp_path / "throughput.json").read_text())["rows"]
+    assert [r["model"] for r in rows] == ["tiny"] and rows[0]["attack_q_s"] > 0
+    table = json.loads((tmp_path / "paper_table.json").read_text())
+    assert [(a["model"], a["pixels"], a["n_images"]) for a in table["aggregates"]] == [
+        ("tiny", 1, 2)]
