@@ -68,6 +68,10 @@ step() {
   $PY -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__,
 'optax', optax.__version__); print(jax.devices())"; } >"$OUT/env.txt" 2>&1
 log "env: $(tail -n 1 "$OUT/env.txt"); data: $DATA; budget ${BUDGET}s"
+# Stop at once, not step by step, when the package cannot run here (a flax too old, ...).
+if ! $PY -c "from jaxattack import models; models.load('tiny')" >>"$OUT/log.txt" 2>&1; then
+  log "preflight: FAILED, jaxattack does not load here (see above)"; exit 1
+fi
 
 for m in $TRAIN_MODELS; do  # replaces the CPU-trained weights; float16 storage for vgg16
   dtype=float32; [ "$m" = vgg16 ] && dtype=float16
