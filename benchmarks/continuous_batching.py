@@ -52,7 +52,7 @@ def main(argv=None):
         found = np.zeros(len(x), bool)
         gens = np.zeros(len(x), np.int64)
 
-        def keep(rows, g, f, n, found=found, gens=gens):
+        def keep(rows, g, f, n, h, found=found, gens=gens):
             found[rows], gens[rows] = f, n
 
         search(eng, keys[:1], x[:1], y[:1], tgt[:1], lambda *a: None)  # compile

@@ -5,12 +5,13 @@
 # no network, so the repo runs from PYTHONPATH. Steps, in order of priority, each with
 # its own time cap inside BUDGET seconds; a step that runs out is recorded as timed out
 # and the next one starts:
-#   1. env.txt         GPU, driver, jax/flax versions
+#   1. log.txt         GPU, driver, jax/flax versions, then every step's output
 #   2. throughput.*    every zoo model, float32 and bfloat16, raw forward vs attack, MFU
 #   3. tiny_10k.json   tiny, 1 pixel, untargeted, paper budget, 10,000 test images
 #                      (target: < 120 s on one H100)
-#   4. allcnn_1k.json  the same for allcnn on 1,000 images (target: 10,000 in < 600 s)
-#   5. paper_table.*   tiny, k = 1, 3, 5, untargeted, 500 images
+#   4. repro.json      32 images at 4 and 82 slots: are the results identical on a GPU?
+#   5. allcnn_1k.json  the same as 3 for allcnn on 1,000 images (target: 10,000 in < 600 s)
+#   6. paper_table.*   tiny, k = 1, 3, 5, untargeted, 500 images
 # Results land in $OUT (set by the device tool) or benchmarks/results/gpu-DATE/.
 #
 # The 10k test set is read from shared/datasets/cifar10-jpeg/test.tar inside the repo
@@ -41,10 +42,12 @@ PEAK_TFLOPS=${PEAK_TFLOPS:-67}             # H100/H200 SXM float32 (non-tensor) 
 PEAK_TFLOPS_BF16=${PEAK_TFLOPS_BF16:-989}  # H100/H200 SXM bfloat16 dense tensor peak
 if [ "${SMOKE:-0}" = 1 ]; then
   BUDGET=${BUDGET:-300}; ZOO=tiny; SLOTS=1; DTYPES=float32; GENS=1
-  BIG=4; SMALL=2; PAPER=2; KS=1; SEARCH=(--population 8 --generations 2)
+  BIG=4; SMALL=2; PAPER=2; KS=1; REPRO=(--images 4 --slots 1,4)
+  SEARCH=(--population 8 --generations 2)
 else
   BUDGET=${BUDGET:-540}; ZOO=tiny,resnet20,allcnn,nin,vgg16; SLOTS=82; DTYPES=float32,bfloat16
-  GENS=3; BIG=10000; SMALL=1000; PAPER=500; KS=1,3,5; SEARCH=()
+  GENS=3; BIG=10000; SMALL=1000; PAPER=500; KS=1,3,5; REPRO=(--images 32 --slots 4,82)
+  SEARCH=()
 fi
 [ "$DATA" = sample ] && BIG=$(( BIG < 1000 ? BIG : 1000 ))
 t0=$SECONDS
@@ -66,8 +69,8 @@ step() {
 
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
   $PY -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__,
-'optax', optax.__version__); print(jax.devices())"; } >"$OUT/env.txt" 2>&1
-log "env: $(tail -n 1 "$OUT/env.txt"); data: $DATA; budget ${BUDGET}s"
+'optax', optax.__version__); print(jax.devices())"; } >>"$OUT/log.txt" 2>&1
+log "env: $(tail -n 1 "$OUT/log.txt"); data: $DATA; budget ${BUDGET}s"
 # Stop at once, not step by step, when the package cannot run here (a flax too old, ...).
 if ! $PY -c "from jaxattack import models; models.load('tiny')" >>"$OUT/log.txt" 2>&1; then
   log "preflight: FAILED, jaxattack does not load here (see above)"; exit 1
@@ -84,10 +87,12 @@ step throughput 150 $PY benchmarks/throughput.py --models "$ZOO" --slots "$SLOTS
     --devices 1 --dtypes "$DTYPES" --generations "$GENS" --repeats 2 \
     --peak-tflops "$PEAK_TFLOPS" --peak-tflops-bf16 "$PEAK_TFLOPS_BF16" \
     --out "$OUT/throughput.json"
-step "tiny, $BIG images" 200 $PY benchmarks/timed_attack.py --model tiny --data "$DATA" \
+step "tiny, $BIG images" 180 $PY benchmarks/timed_attack.py --model tiny --data "$DATA" \
     --images "$BIG" --target-seconds $(( 120 * BIG / 10000 )) "${SEARCH[@]}" \
     --out "$RUNS/tiny" --json "$OUT/tiny_10k.json"
-step "allcnn, $SMALL images" 100 $PY benchmarks/timed_attack.py --model allcnn \
+step "batch invariance" 60 $PY benchmarks/batch_invariance.py "${REPRO[@]}" "${SEARCH[@]}" \
+    --json "$OUT/repro.json"
+step "allcnn, $SMALL images" 90 $PY benchmarks/timed_attack.py --model allcnn \
     --data "$DATA" --images "$SMALL" --target-seconds $(( 600 * SMALL / 10000 )) \
     "${SEARCH[@]}" --out "$RUNS/allcnn" --json "$OUT/allcnn_1k.json"
 step "paper table" 600 $PY benchmarks/paper_table.py --models tiny --pixels "$KS" \
@@ -100,6 +105,11 @@ $PY - "$OUT" <<'EOF' | tee -a "$OUT/log.txt"
 import json, sys
 from pathlib import Path
 out = Path(sys.argv[1])
+p = out / "repro.json"
+if p.exists():
+    r = json.loads(p.read_text())
+    print(f"batch invariance: slots {r['slots']}: identical {r['identical']} "
+          f"({r['problems_differing']} of {r['images']} problems differ)")
 for name in ("tiny_10k", "allcnn_1k"):
     p = out / f"{name}.json"
     if p.exists():

@@ -108,6 +108,8 @@ def _jitted_probs(classifier: Classifier):
 
 def predict(classifier: Classifier, images: np.ndarray, chunk: int = PREDICT_CHUNK) -> np.ndarray:
     """Probabilities ``[B, K]`` in fixed-size, padded chunks (one compilation)."""
+    if not len(images):
+        return np.zeros((0, classifier.num_classes), np.float32)
     fn = _jitted_probs(classifier)
     out = []
     for i in range(0, len(images), chunk):
@@ -166,7 +168,10 @@ def search(engine: Engine, keys, images, labels, targets, on_finished, progress=
     """Continuous batching over a queue of problems (rows of the argument arrays).
 
     Slots are refilled as problems finish, until the queue drains. For each batch of
-    finished problems, ``on_finished(rows, genes, found, generations)`` is called.
+    finished problems, ``on_finished(rows, genes, found, generations, first_hit)`` is
+    called (``first_hit``: the generation of the search's first success, -1 if none).
+    The progress bar's ``hits`` are the search's own successes over all problems,
+    before verification and including images the model already misclassifies.
     ``refill=False`` runs fixed batches instead (each batch until its last problem
     finishes; for comparison). Returns the utilisation: useful slot-generations over
     computed ones.
@@ -174,7 +179,7 @@ def search(engine: Engine, keys, images, labels, targets, on_finished, progress=
     P, S = len(keys), engine.num_slots
     per_dev = S // engine.mesh.devices.size
     in_slot = np.full(S, -1)
-    queued = fooled = queries = 0
+    queued = hits = queries = 0
     bar = tqdm(total=P, unit="problem", disable=not progress, file=sys.stderr, desc=desc,
                dynamic_ncols=True, smoothing=0.1)
     t0 = time.perf_counter()
@@ -198,21 +203,22 @@ def search(engine: Engine, keys, images, labels, targets, on_finished, progress=
             done = np.flatnonzero((in_slot >= 0) & ~view.active)
             if done.size:
                 on_finished(in_slot[done], view.genes[done], view.found[done],
-                            view.generation[done].astype(np.int64))
+                            view.generation[done].astype(np.int64),
+                            view.first_hit[done].astype(np.int64))
             in_slot[done] = -1
-            fooled += int(view.found[done].sum())
+            hits += int(view.found[done].sum())
             queries += int(engine.spec.population * (view.generation[done] + 1).sum())
             bar.update(done.size)
             if progress and bar.n:
                 rate = queries / max(time.perf_counter() - t0, 1e-9)
                 util = queries / engine.spec.population / max(engine.computed, 1)
-                bar.set_postfix(fooled=f"{fooled}/{bar.n}", q_s=f"{rate:,.0f}",
+                bar.set_postfix(hits=f"{hits}/{bar.n}", q_s=f"{rate:,.0f}",
                                 util=f"{util:.0%}", refresh=False)
     return queries / engine.spec.population / max(engine.computed, 1)
 
 
 def verify(classifier: Classifier, config: AttackConfig, clean, before, image_index, image_id,
-           label, target, genes, found, generations, seconds=0.0) -> AttackResult:
+           label, target, genes, found, generations, first_hit, seconds=0.0) -> AttackResult:
     """Paint each problem's final candidate on the host and classify it afresh.
 
     ``clean``/``before`` are the clean images and their probabilities, indexed by
@@ -231,6 +237,7 @@ def verify(classifier: Classifier, config: AttackConfig, clean, before, image_in
         success=np.asarray(objective.success(after, label, target)), search_success=found,
         adversarial=adv, pixels=pixels, generations=generations,
         queries=config.population * (generations + 1),
+        queries_to_hit=np.where(first_hit >= 0, config.population * (first_hit + 1), -1),
         clean_correct=pb.argmax(-1) == label, predicted_before=pb.argmax(-1),
         predicted_after=pred_after, adv_class=adv_class,
         prob_true_before=pb[rows, label], prob_true_after=after[rows, label],
@@ -313,10 +320,11 @@ def attack(
     genes = np.zeros((len(img_idx), engine.spec.dims), np.float32)
     found = np.zeros(len(img_idx), bool)
     gens = np.zeros(len(img_idx), np.int64)
+    first_hit = np.zeros(len(img_idx), np.int64)
 
-    def collect(rows, g, f, n):
-        genes[rows], found[rows], gens[rows] = g, f, n
+    def collect(rows, g, f, n, h):
+        genes[rows], found[rows], gens[rows], first_hit[rows] = g, f, n, h
 
     search(engine, keys, x[img_idx], y[img_idx], tgt, collect, progress)
     return verify(classifier, config, x, before, img_idx, ids[img_idx], y[img_idx], tgt,
-                  genes, found, gens, seconds=time.perf_counter() - start)
+                  genes, found, gens, first_hit, seconds=time.perf_counter() - start)

@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="de (the paper's, default), de-bin, de-best, de-ctb, jde or sparse-rs")
     a.add_argument("--out", default=None,
                    help="run folder (default: runs/MODEL-kK-MODE, plus -STRATEGY, -LOSS, "
-                        "-paper when those are not the defaults)")
+                        "-paper, -seedN when those are not the defaults)")
     _common(a)
 
     s = sub.add_parser("sweep", help="a grid of experiments into one resumable store",
@@ -198,7 +198,7 @@ def _attack_or_sweep(args) -> int:
                       batch_size=args.batch_size, progress=not args.no_progress)
     if getattr(args, "distributed", False):
         distributed.barrier()
-    return _report(store.root) if lead else 0
+    return _report(store.root, only={e.id for e in exps}) if lead else 0
 
 
 def _default_out(args) -> str:
@@ -206,17 +206,27 @@ def _default_out(args) -> str:
     parts = [Path(args.model.split(":")[0]).stem, f"k{args.pixels}", args.mode]
     parts += [v for v, d in ((args.strategy, "de"), (args.loss, "prob"),
                              (args.preset, "default")) if v != d]
+    parts += [f"seed{args.seed}"] if args.seed else []
     return "runs/" + "-".join(parts)
 
 
-def _report(run: Path) -> int:
+def _report(run: Path, only: set[str] | None = None) -> int:
+    """Write the run's report; print its table (``only``: of these experiments)."""
     from jaxattack import report
     from jaxattack.store import shard_paths
 
     if not shard_paths(run):
         raise FileNotFoundError(f"no results.jsonl (or results.p*.jsonl shards) in {run}")
     summary = report.write_report(run)
-    print(report.table(summary["aggregates"]))
+    aggregates = summary["aggregates"]
+    if only is not None:  # a reused folder may hold other experiments (seeds, settings)
+        rows, _ = report.unique_rows(report.load_rows(run))
+        mine = [r for r in rows if r["experiment"] in only]
+        aggregates = report.aggregate(mine)
+    print(report.table(aggregates))
+    if only is not None and len(mine) < len(rows):
+        print(f"\n(this command's experiments only; {len(rows) - len(mine)} more stored rows "
+              f"of other experiments are in the report)")
     print(f"\nreport: {run / 'report.md'}")
     return 0
 

@@ -7,8 +7,9 @@ state a leading problem axis. Minimisation throughout.
 Variant: DE/rand/1 (Storn & Price, 1997). ``mutant_i = x_r1 + F (x_r2 - x_r3)``
 with ``r1, r2, r3`` distinct and different from ``i``; no crossover by default
 (optional binomial crossover with rate ``CR``); greedy selection where a child
-replaces its parent only if it is *strictly* better (as scipy's deferred
-updating); genes that leave the bounds are re-drawn uniformly inside them (as
+replaces its parent only if it is *strictly* better (the paper's rule; scipy
+also accepts an equal fitness, which lets a population drift on the plateaus that
+integer pixels make); genes that leave the bounds are re-drawn uniformly inside them (as
 scipy does), not clipped to the edge.
 """
 

@@ -43,6 +43,7 @@ class Slots(NamedTuple):
     generation: jax.Array  # int32 [S]: generations done; -1 before the initial population
     active: jax.Array  # bool [S]: still searching
     found: jax.Array  # bool [S]: some evaluated candidate succeeded
+    first_hit: jax.Array  # int32 [S]: generation of the first success, -1 before
     adv_genes: jax.Array  # f32 [S, D]: best successful candidate so far
     adv_fitness: jax.Array  # f32 [S]
 
@@ -54,6 +55,7 @@ class SlotView(NamedTuple):
     found: np.ndarray
     generation: np.ndarray
     genes: np.ndarray  # the best successful candidate, else the best member
+    first_hit: np.ndarray  # generation of the first success, -1 if none
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +91,7 @@ def empty_slots(spec: SearchSpec, n: int) -> Slots:
         generation=np.full(n, -1, np.int32),
         active=np.zeros(n, bool),
         found=np.zeros(n, bool),
+        first_hit=np.full(n, -1, np.int32),
         adv_genes=np.zeros((n, d), np.float32),
         adv_fitness=np.full(n, np.inf, np.float32),
     )
@@ -123,10 +126,12 @@ def _generation(spec: SearchSpec, classifier: Classifier, params, s: Slots) -> S
         cands, j[:, None, None], 1)[:, 0], s.adv_genes)
 
     gen = s.generation + 1
+    any_hit = hit.any(-1)
     new = s._replace(
         search=search, generation=gen,
         active=~stop & (gen < spec.generations),
-        found=s.found | hit.any(-1),
+        found=s.found | any_hit,
+        first_hit=jnp.where(any_hit & ~s.found, gen, s.first_hit),
         adv_genes=adv_genes, adv_fitness=jnp.minimum(j_fit, s.adv_fitness),
     )
     return _select(s.active, new, s)
@@ -152,7 +157,8 @@ def _evolve_local(spec, classifier, s: Slots, params, min_finished):
 
 def _view(strategy: Strategy, s: Slots) -> tuple:
     best = jax.vmap(strategy.best)(s.search)
-    return s.active, s.found, s.generation, jnp.where(s.found[:, None], s.adv_genes, best)
+    genes = jnp.where(s.found[:, None], s.adv_genes, best)
+    return s.active, s.found, s.generation, genes, s.first_hit
 
 
 class Engine:

@@ -200,15 +200,19 @@ def _num(x: float | None, digits: int) -> str:
 def table(aggregates: Sequence[dict]) -> str:
     """A markdown table (also readable in a terminal): one line per config.
 
-    Config columns beyond model, k and mode appear only where they differ between lines.
+    Config columns beyond model, k and mode appear only where they differ between lines;
+    a ``seeds`` column appears when some line pools more than one seed.
     """
     if not aggregates:
         return "(no results)"
     extra = _varying(aggregates, [f for f in GROUP_FIELDS if f not in CORE_FIELDS])
+    if any(len(a.get("seeds", ())) > 1 for a in aggregates):
+        extra.append("seeds")
     head = ["model", "k", "mode", *extra, "correct/images", "success", "fooled any",
             "classes", "adv conf", "queries", "generations"]
     body = [[str(a["model"]), str(a["pixels"]), str(a["mode"]),
-             *[str(a.get(f)) for f in extra],
+             *[",".join(map(str, a["seeds"])) if f == "seeds" else str(a.get(f))
+               for f in extra],
              f"{a['n_clean_correct']}/{a['n_images']}",
              _pct(a["success_rate"]), _pct(a["fooled_any_rate"]),
              _num(a["mean_classes_reached"], 2), _pct(a["mean_adv_confidence"]),
@@ -375,20 +379,36 @@ def success_vs_k(rows: Sequence[dict], path: str | os.PathLike,
     return _save(fig, path)
 
 
-def success_curve(rows: Iterable[dict]) -> tuple[np.ndarray, np.ndarray]:
+def queries_to_hit(row: dict) -> int | None:
+    """Queries spent when the search first succeeded, or None if not stored.
+
+    Rows written before this was stored have only ``queries`` (spent at the stop),
+    which is the same number when the problem stopped on its first success
+    (``early_stop="success"``).
+    """
+    if "queries_to_hit" in row:
+        return int(row["queries_to_hit"])
+    return int(row["queries"]) if row.get("early_stop", "success") == "success" else None
+
+
+def success_curve(rows: Iterable[dict]) -> tuple[np.ndarray, np.ndarray] | None:
     """``(q, fraction)``: the share of clean-correct problems fooled within ``q[i]``
-    queries, at each distinct query count of a success (ascending)."""
+    queries, at each distinct query count of a first success (ascending); None when
+    a success's first-success query count is not stored."""
     ok = [r for r in rows if r["clean_correct"]]
-    q, counts = np.unique(np.array([r["queries"] for r in ok if r["success"]], np.int64),
-                          return_counts=True)
+    hits = [queries_to_hit(r) for r in ok if r["success"]]
+    if None in hits:
+        return None
+    q, counts = np.unique(np.array(hits, np.int64), return_counts=True)
     return q, np.cumsum(counts) / max(len(ok), 1)
 
 
 def success_vs_queries(rows: Sequence[dict], path: str | os.PathLike,
                        class_names: Sequence[str] | None = None) -> Path:
-    """Fraction of clean-correct problems fooled within q queries: a step curve per
-    (model, strategy, k, mode), log x axis, flat after the last success up to the most
-    queries any problem used."""
+    """Fraction of clean-correct problems fooled within q queries (counted at the
+    search's first success, whatever the early stop): a step curve per (model,
+    strategy, k, mode), log x axis, flat after the last success up to the most queries
+    any problem used."""
     gs = [(f, g) for f, g in groups(rows) if any(r["clean_correct"] for r in g)]
     fig = _figure(7, 4.2)
     if not gs:
@@ -396,7 +416,11 @@ def success_vs_queries(rows: Sequence[dict], path: str | os.PathLike,
     extra = _varying([f for f, _ in gs], [f for f in GROUP_FIELDS if f not in CORE_FIELDS])
     ax = fig.subplots()
     for f, g in gs:
-        q, frac = success_curve(g)
+        curve = success_curve(g)
+        if curve is None:  # old rows with another early stop: queries spent != to success
+            ax.plot([], [], label=_label(f, extra) + " (first-success queries not stored)")
+            continue
+        q, frac = curve
         spent = [max(1, int(r["queries"])) for r in g if r["clean_correct"]]
         x = np.r_[max(1, min(spent)), np.maximum(q, 1), max(spent)]
         y = np.r_[0.0, frac, frac[-1] if frac.size else 0.0]

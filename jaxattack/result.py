@@ -29,6 +29,7 @@ class AttackResult:
     pixels: np.ndarray  # [P, k, 2 + C] int32: x, y, colour
     generations: np.ndarray  # [P] DE generations run
     queries: np.ndarray  # [P] model queries charged to the problem
+    queries_to_hit: np.ndarray  # [P] queries when the search first succeeded, -1 if never
     clean_correct: np.ndarray  # [P] bool: the clean image was classified correctly
     predicted_before: np.ndarray  # [P]
     predicted_after: np.ndarray  # [P]

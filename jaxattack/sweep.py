@@ -25,6 +25,7 @@ import numpy as np
 from jaxattack import __version__
 from jaxattack.attack import (
     AttackConfig,
+    check_inputs,
     clean_probs,
     num_slots,
     problem_keys,
@@ -130,6 +131,7 @@ def result_rows(res: AttackResult, exp: Experiment, pngs: Sequence[str | None]) 
             "success": bool(res.success[i]), "search_success": bool(res.search_success[i]),
             "clean_correct": bool(res.clean_correct[i]),
             "generations_used": int(res.generations[i]), "queries": int(res.queries[i]),
+            "queries_to_hit": int(res.queries_to_hit[i]),
             "pixel_values": res.pixels[i].tolist(),
             "predicted_before": int(res.predicted_before[i]),
             "predicted_after": int(res.predicted_after[i]),
@@ -151,8 +153,8 @@ class _Writer:
         self.last = time.monotonic()
         self.written = 0
 
-    def add(self, exp_idx, img_idx, tgt, genes, found, gens):
-        self.pending.append((exp_idx, img_idx, tgt, genes, found, gens))
+    def add(self, exp_idx, img_idx, tgt, genes, found, gens, first_hit):
+        self.pending.append((exp_idx, img_idx, tgt, genes, found, gens, first_hit))
         n = sum(len(p[0]) for p in self.pending)
         if n >= self.flush_every or time.monotonic() - self.last > FLUSH_SECONDS:
             self.flush()
@@ -160,14 +162,14 @@ class _Writer:
     def flush(self):
         if not self.pending:
             return
-        e, i, t, g, f, n = (np.concatenate(c) for c in zip(*self.pending, strict=True))
+        e, i, t, g, f, n, h = (np.concatenate(c) for c in zip(*self.pending, strict=True))
         self.pending, self.last = [], time.monotonic()
         rows = []
         for ei in np.unique(e):
             sel = e == ei
             exp = self.exps[ei]
             res = verify(self.clf, exp.config(), self.x, self.before, i[sel], self.ids[i[sel]],
-                         self.labels[i[sel]], t[sel], g[sel], f[sel], n[sel])
+                         self.labels[i[sel]], t[sel], g[sel], f[sel], n[sel], h[sel])
             pngs = [self._png(exp, res, j) for j in range(len(res))]
             rows += result_rows(res, exp, pngs)
         self.store.append(rows)
@@ -229,8 +231,12 @@ def run(
     for (model, source, split), exps in by_source.items():
         x_all, y_all, names = load_data(source, split=split)
         sel = select_images(np.asarray(y_all), images)[process[0]::process[1]]
-        x, y, ids = x_all[sel], np.asarray(y_all[sel], np.int32), sel.astype(np.int64)
+        if not sel.size:  # more processes than images: this one has none
+            continue
         clf = classifiers[model]
+        x, y, ids = x_all[sel], y_all[sel], sel.astype(np.int64)
+        for exp in exps:  # the checks attack() makes, with its messages
+            x, y = check_inputs(clf, x, y, exp.config())
         if process[0] == 0:
             store.write_meta(store.meta() | {"class_names": list(names),
                                              "version": __version__})
@@ -263,8 +269,8 @@ def _run_group(store, done, clf, mesh, spec, exps, x, y, ids, before, writing,
     engine = Engine(spec, clf, mesh, num_slots(exps[0].config(batch_size), img.size, mesh))
     writer = _Writer(store, clf, x, before, ids, y, exps, **writing)
 
-    def finished(rows, genes, found, gens):
-        writer.add(e_idx[rows], img[rows], tgt[rows], genes, found, gens)
+    def finished(rows, genes, found, gens, first_hit):
+        writer.add(e_idx[rows], img[rows], tgt[rows], genes, found, gens, first_hit)
 
     names = sorted({f"k={e.pixels} {e.mode}" for e in exps})
     search(engine, keys, x[img], y[img], tgt, finished, progress and sys.stderr is not None,

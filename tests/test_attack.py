@@ -80,6 +80,12 @@ def test_early_stop_none_spends_the_whole_budget(planted, images):
     assert (r.generations == SMALL.generations).all()
     assert (r.queries == SMALL.max_queries).all()
     assert r.success.all()  # the best successful candidate is still reported
+    # The first success is remembered although the search ran on: same problems, same
+    # keys, so it is exactly where the default early stop ends them.
+    first = ja.attack(planted, images[:2], [0, 0], SMALL)
+    np.testing.assert_array_equal(r.queries_to_hit, first.queries)
+    np.testing.assert_array_equal(first.queries_to_hit, first.queries)
+    assert (r.queries_to_hit < r.queries).all()
 
 
 def test_paper_early_stop_reaches_the_threshold(planted, images):
@@ -186,7 +192,7 @@ def test_continuous_batching_equals_fixed_batches_and_wastes_less():
         eng = Engine(spec_of(cfg, x.shape[1:]), clf, make_mesh(2), 4)
         out = {"genes": np.zeros((24, 5), np.float32), "gens": np.zeros(24, np.int64)}
 
-        def keep(rows, g, f, n, out=out):
+        def keep(rows, g, f, n, h, out=out):
             out["genes"][rows], out["gens"][rows] = g, n
 
         out["util"] = search(eng, keys, x, y, tgt, keep, refill=refill)

@@ -29,8 +29,10 @@ def test_gpu_run_smoke_writes_every_result(tmp_path):
         assert bad not in log, log
     # The device tool returns at most 8 files from $OUT: the script writes exactly these.
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([
-        "env.txt", "log.txt", "throughput.json", "throughput.md", "tiny_10k.json",
+        "log.txt", "throughput.json", "throughput.md", "tiny_10k.json", "repro.json",
         "allcnn_1k.json", "paper_table.json", "paper_table.md"])
+    repro = json.loads((tmp_path / "repro.json").read_text())
+    assert repro["slots"] == [1, 4] and repro["identical"] is True  # on CPU, bit for bit
     for name, model, images in (("tiny_10k", "tiny", 4), ("allcnn_1k", "allcnn", 2)):
         rec = json.loads((tmp_path / f"{name}.json").read_text())
         assert (rec["model"], rec["images"], rec["population"]) == (model, images, 8)

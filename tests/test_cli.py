@@ -53,6 +53,22 @@ def test_sweep_then_report_rerenders_without_recomputing(tmp_path, capsys):
     assert len(json.loads((out / "summary.json").read_text())["aggregates"]) == 4
 
 
+def test_reused_folder_prints_only_this_commands_experiments(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert cli.main(["attack", "--model", MODEL, "--out", out, *FAST]) == 0
+    capsys.readouterr()
+    fast = [*FAST[:-3], "--images", "2", "--no-progress"]
+    assert cli.main(["attack", "--model", MODEL, "--out", out, "--seed", "1", *fast]) == 0
+    printed = capsys.readouterr().out
+    (line,) = [s for s in printed.splitlines() if "cli_model.py" in s and "| untargeted" in s]
+    assert "/2 |" in line and "seeds" not in printed  # 2 images of seed 1, not 8 pooled
+    assert "6 more stored rows of other experiments are in the report" in printed
+    # `report` shows the whole folder: both seeds pooled, and says so.
+    assert cli.main(["report", out]) == 0
+    printed = capsys.readouterr().out
+    assert "seeds" in printed and "0,1" in printed and "/6 |" in printed
+
+
 @pytest.mark.parametrize("argv,match", [
     (["attack", "--model", "no-such-model"], "no-such-model"),
     (["attack", "--model", "missing.py:f"], "model file not found"),
@@ -100,8 +116,8 @@ def test_report_reads_a_sharded_run(tmp_path, capsys):
 def test_default_run_folder_names_what_differs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = cli.build_parser().parse_args(["attack", "--model", MODEL, "--loss", "margin",
-                                          "--preset", "paper"])
-    assert cli._default_out(args) == "runs/cli_model-k1-untargeted-margin-paper"
+                                          "--preset", "paper", "--seed", "3"])
+    assert cli._default_out(args) == "runs/cli_model-k1-untargeted-margin-paper-seed3"
     args = cli.build_parser().parse_args(["attack"])
     assert cli._default_out(args) == "runs/tiny-k1-untargeted"
 

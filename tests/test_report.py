@@ -217,6 +217,14 @@ def test_classes_reached_and_success_curve():
     assert frac.tolist() == [1 / 27, 2 / 27, 3 / 27]
     q, frac = report.success_curve([row("untargeted", 1, 0, -1, 0, False)])
     assert q.size == 0 and frac.size == 0
+    # With another early stop the curve counts queries to the first success, not spent.
+    late = [row("untargeted", 1, i, -1, 1, True) | {"early_stop": "paper", "queries_to_hit": q}
+            for i, q in ((0, 800), (1, 400))]
+    q, frac = report.success_curve(late)
+    assert q.tolist() == [400, 800] and frac.tolist() == [0.5, 1.0]
+    # Rows stored before queries_to_hit existed: only early_stop="success" is readable.
+    assert report.success_curve([{k: v for k, v in r.items() if k != "queries_to_hit"}
+                                 for r in late]) is None
 
 
 def test_table_lines_and_numbers(run):

@@ -118,3 +118,11 @@ def test_minimum_k_on_a_model_that_needs_two_pixels():
     assert wrong.queries[1] == 0 and wrong.success_rate() == 1.0
     assert wrong.success_rate(correct_only=False) == 1.0
     assert capped.success_rate() == 0.0
+    # The checks attack() makes: a label the model cannot output is an error, not a
+    # silent "already misclassified" (min_k = 0).
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        minimum_k(clf, x, np.array([0, 7, 0]), cfg, ks=(1,))
+    with pytest.raises(ValueError, match="images is empty"):
+        minimum_k(clf, x[:0], np.zeros(0, int), cfg, ks=(1,))
+    with pytest.raises(ValueError, match="pixels=17 exceeds the 16 pixels"):
+        minimum_k(clf, x, np.zeros(3, int), cfg, ks=(1, 17))

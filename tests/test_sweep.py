@@ -157,6 +157,28 @@ def test_rerun_of_a_finished_sweep_does_nothing(tmp_path, reference_store):
     assert (out / "results.jsonl").read_bytes() == before
 
 
+def test_sweep_checks_its_inputs_like_attack(tmp_path):
+    clf = toys.planted()  # 3 classes
+    x = toys.random_images(4)
+    load = lambda labels: lambda s, split: (x, np.asarray(labels), ("a", "b", "c", "d", "e"))
+    exp = [sweep.Experiment("planted", population=8, generations=2)]
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        sweep.run(exp, tmp_path / "a", images=4, load_model=lambda n: clf, progress=False,
+                  load_data=load([0, 1, 4, 2]))
+    with pytest.raises(ValueError, match="exceeds the"):
+        sweep.run([sweep.Experiment("planted", pixels=10**6)], tmp_path / "b", images=4,
+                  load_model=lambda n: clf, progress=False, load_data=load([0, 1, 2, 0]))
+    # More processes than images: process 3 of 4 has no image and writes nothing.
+    st = sweep.run(exp, tmp_path / "c", images=3, process=(3, 4), load_model=lambda n: clf,
+                   progress=False, load_data=load([0, 1, 2, 0]))
+    assert st.rows() == []
+
+
+def test_predict_on_no_images_is_empty():
+    p = predict(toys.planted(), np.zeros((0, 8, 8, 3), np.uint8))
+    assert p.shape == (0, 3) and p.dtype == np.float32
+
+
 def test_bad_sweep_arguments(tmp_path):
     with pytest.raises(ValueError, match="save_images"):
         sweep.run([], tmp_path, save_images="some")
