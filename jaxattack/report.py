@@ -384,10 +384,12 @@ def queries_to_hit(row: dict) -> int | None:
 
     Rows written before this was stored have only ``queries`` (spent at the stop),
     which is the same number when the problem stopped on its first success
-    (``early_stop="success"``).
+    (``early_stop="success"``). A verified success the search itself never saw (-1)
+    counts at the stop.
     """
     if "queries_to_hit" in row:
-        return int(row["queries_to_hit"])
+        hit = int(row["queries_to_hit"])
+        return hit if hit >= 0 else int(row["queries"])
     return int(row["queries"]) if row.get("early_stop", "success") == "success" else None
 
 
