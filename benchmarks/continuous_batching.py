@@ -34,9 +34,9 @@ def main(argv=None):
 
     from jaxattack import AttackConfig, data, models
     from jaxattack.attack import num_slots, problem_keys, search, spec_of
+    from jaxattack.data import select_images
     from jaxattack.engine import Engine
     from jaxattack.sharding import make_mesh
-    from jaxattack.sweep import select_images
 
     clf = models.load(args.model)
     x, y, _ = data.load(args.data)

@@ -5,7 +5,7 @@
 
 import jaxattack as ja
 from jaxattack import data, models
-from jaxattack.sweep import select_images
+from jaxattack.data import select_images
 
 clf = models.load("tiny")
 x, y, _ = data.load("sample")

@@ -44,7 +44,7 @@ def main(argv=None):
 
     import jaxattack as ja
     from jaxattack import data, models
-    from jaxattack.sweep import select_images
+    from jaxattack.data import select_images
 
     clf = models.load(args.model)
     x, y, _ = data.load(args.data)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import sys
 import time
 from collections.abc import Sequence
@@ -14,6 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxattack import codec, inputs, objective, strategies
+from jaxattack.caches import memoize
 from jaxattack.classifier import Classifier
 from jaxattack.engine import Engine, SearchSpec, empty_slots
 from jaxattack.result import AttackResult
@@ -101,7 +101,7 @@ class AttackConfig:
         return dataclasses.replace(self, **changes)
 
 
-@functools.lru_cache(maxsize=16)
+@memoize(16)
 def _jitted_probs(classifier: Classifier):
     return jax.jit(classifier.probs)
 

@@ -30,6 +30,9 @@ class Classifier:
       input_shape: optional ``(H, W, C)`` the model expects; checked by the attack.
       class_names: optional names, index-aligned with the outputs.
       name: a label for reports.
+      layers: optional ``layers(params) -> sequence of layers``: the network as the
+        sparse forward pass sees it (``jaxattack.sparse``); ``models.from_module`` sets
+        it for a module that declares its layers. None: the dense forward only.
     """
 
     apply_fn: ApplyFn
@@ -39,6 +42,7 @@ class Classifier:
     input_shape: tuple[int, int, int] | None = None
     class_names: tuple[str, ...] | None = None
     name: str = "classifier"
+    layers: Callable[[Any], Any] | None = None
 
     def __post_init__(self):
         if not callable(self.apply_fn):

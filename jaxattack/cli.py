@@ -247,7 +247,8 @@ def _eval(args) -> int:
 
     from jaxattack import data
     from jaxattack.attack import predict
-    from jaxattack.sweep import load_classifier, select_images
+    from jaxattack.data import select_images
+    from jaxattack.sweep import load_classifier
 
     clf = load_classifier(args.model)
     x, y, _ = data.load(args.data, split=args.split)

@@ -136,21 +136,30 @@ def make_sample(
 # ----------------------------------------------------------------------------- selection
 
 
-def _select(labels: np.ndarray, limit: int | None, per_class_limit: int | None) -> np.ndarray:
-    """Indices to keep, in label order; rank-within-class round robin for ``limit``."""
+def select_images(labels, n: int | None) -> np.ndarray:
+    """Sorted indices of the first ``n`` images taken round-robin over classes (the first
+    of class 0, the first of class 1, ..., then the second of each): balanced, and a
+    prefix of any larger selection. ``None`` keeps every image."""
     labels = np.asarray(labels)
-    order = np.argsort(labels, kind="stable")
+    if n is None:
+        return np.arange(len(labels))
     rank = np.empty(len(labels), np.int64)
     for c in np.unique(labels):
-        idx = order[labels[order] == c]
-        rank[idx] = np.arange(len(idx))
-    keep = np.ones(len(labels), bool)
+        where = np.flatnonzero(labels == c)
+        rank[where] = np.arange(where.size)
+    return np.sort(np.lexsort((labels, rank))[:n])
+
+
+def _select(labels: np.ndarray, limit: int | None, per_class_limit: int | None) -> np.ndarray:
+    """Indices to keep, in label order: at most ``per_class_limit`` of each class (first
+    by position), then at most ``limit`` taken round-robin (:func:`select_images`)."""
+    labels = np.asarray(labels)
+    idx = np.arange(len(labels))
     if per_class_limit is not None:
-        keep &= rank < per_class_limit
-    idx = np.flatnonzero(keep)
-    if limit is not None and len(idx) > limit:
-        rr = np.lexsort((labels[idx], rank[idx]))  # round robin: rank, then label
-        idx = np.sort(idx[rr[:limit]])
+        idx = np.concatenate([np.flatnonzero(labels == c)[:per_class_limit]
+                              for c in np.unique(labels)] or [idx[:0]])
+        idx.sort()
+    idx = idx[select_images(labels[idx], limit)]
     return idx[np.argsort(labels[idx], kind="stable")]
 
 

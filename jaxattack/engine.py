@@ -27,6 +27,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxattack import codec, objective
+from jaxattack.caches import memoize
 from jaxattack.classifier import Classifier
 from jaxattack.sharding import AXIS
 from jaxattack.strategies import DE, Strategy
@@ -189,7 +190,7 @@ class Engine:
         return view
 
 
-@functools.lru_cache(maxsize=8)
+@memoize(8)
 def _programs(spec: SearchSpec, classifier: Classifier, mesh: Mesh):
     """Jitted (evolve, load, view), cached so repeated attacks do not recompile."""
     evolve = jax.shard_map(

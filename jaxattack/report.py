@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxattack.files import write_atomic
 from jaxattack.store import META, RESULTS, read_rows, shard_paths
 
 FIGURES = "figures"
@@ -544,12 +545,6 @@ def _json_safe(x):
     return x
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _markdown(run: Path, summary: dict, titles: dict[str, str]) -> str:
     t = summary["totals"]
     out = [f"# jaxattack report: {run.resolve().name}", "",
@@ -593,6 +588,6 @@ def write_report(run_dir: str | os.PathLike) -> dict:
         examples.unlink()  # stale grid from an earlier report
     summary = _json_safe({"aggregates": aggregate(rows), "totals": totals(rows, duplicates),
                           "class_names": names, "figures": figures})
-    _write_text(run / "summary.json", json.dumps(summary, indent=1, allow_nan=False) + "\n")
-    _write_text(run / "report.md", _markdown(run, summary, titles))
+    write_atomic(run / "summary.json", json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    write_atomic(run / "report.md", _markdown(run, summary, titles))
     return summary

@@ -16,17 +16,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from jaxattack.files import write_atomic
+
 RESULTS = "results.jsonl"
 META = "meta.json"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_rows(path: Path) -> tuple[list[dict], int]:
@@ -99,7 +92,7 @@ class ResultStore:
         return json.loads(path.read_text()) if path.exists() else {}
 
     def write_meta(self, meta: dict) -> None:
-        _write_atomic(self.root / META, json.dumps(meta, indent=1, sort_keys=True).encode())
+        write_atomic(self.root / META, json.dumps(meta, indent=1, sort_keys=True).encode())
 
     def save_pngs(self, stem: str, original: np.ndarray, adversarial: np.ndarray,
                   pixels: np.ndarray) -> str:
@@ -109,7 +102,7 @@ class ResultStore:
         (self.root / base).parent.mkdir(parents=True, exist_ok=True)
         for suffix, img in (("orig", original), ("crop", magnified_crop(adversarial, pixels)),
                             ("adv", adversarial)):
-            _write_atomic(self.root / f"{base}_{suffix}.png", _png(img))
+            write_atomic(self.root / f"{base}_{suffix}.png", _png(img))
         return f"{base.as_posix()}_adv.png"
 
 

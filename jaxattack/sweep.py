@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxattack import __version__
+from jaxattack import __version__, data
 from jaxattack.attack import (
     AttackConfig,
     check_inputs,
@@ -82,17 +82,6 @@ def grid(models: Sequence[str], pixels: Sequence[int], modes: Sequence[str],
          strategies: Sequence[str] = ("de",), **common):
     return [Experiment(model=m, pixels=k, mode=mode, strategy=s, **common)
             for m in models for k in pixels for mode in modes for s in strategies]
-
-
-def select_images(labels: np.ndarray, n: int | None) -> np.ndarray:
-    """The first ``n`` images taken round-robin over classes (class 0's first, class 1's
-    first, ...): balanced, and a prefix of any larger selection."""
-    rank = np.zeros(len(labels), np.int64)
-    for c in np.unique(labels):
-        where = np.flatnonzero(labels == c)
-        rank[where] = np.arange(where.size)
-    order = np.lexsort((labels, rank))
-    return np.sort(order[:n]) if n is not None else np.arange(len(labels))
 
 
 def default_targets(seed: int, image_ids: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -210,10 +199,7 @@ def run(
         raise ValueError(f"save_images must be one of {SAVE_IMAGES}, got {save_images!r}")
     if images is not None and images < 1:
         raise ValueError(f"images must be >= 1, got {images}")
-    if load_data is None:
-        from jaxattack import data
-
-        load_data = data.load
+    load_data = data.load if load_data is None else load_data
     if process is None:
         import jax
 
@@ -230,7 +216,7 @@ def run(
 
     for (model, source, split), exps in by_source.items():
         x_all, y_all, names = load_data(source, split=split)
-        sel = select_images(np.asarray(y_all), images)[process[0]::process[1]]
+        sel = data.select_images(y_all, images)[process[0]::process[1]]
         if not sel.size:  # more processes than images: this one has none
             continue
         clf = classifiers[model]

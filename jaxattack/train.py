@@ -35,6 +35,7 @@ from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from . import data, models
+from .files import write_atomic
 from .models import registry, weights
 
 
@@ -170,9 +171,7 @@ def save_checkpoint(path: Path, state: TrainState, meta: dict) -> None:
         {"meta": json.dumps(meta), "leaves": {str(i): _to_host(x) for i, x in enumerate(leaves)}}
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(blob)
-    os.replace(tmp, path)
+    write_atomic(path, blob)
 
 
 def load_checkpoint(path: Path, template: TrainState) -> tuple[TrainState, dict]:

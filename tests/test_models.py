@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import jaxattack as ja
 from jaxattack import Classifier, data, models
 from jaxattack.models import layers, registry, weights
 
@@ -175,8 +176,9 @@ def test_from_module_is_one_call_and_eval_mode():
 def test_from_apply_fn():
     w = jnp.ones((32 * 32 * 3, 3), jnp.float32)
     fn = lambda p, x: x.reshape(x.shape[0], -1).astype(jnp.float32) @ p
-    clf = models.from_apply_fn(fn, w, num_classes=3)
-    assert clf.outputs == "logits"
+    assert models.from_apply_fn(fn, w, num_classes=3).outputs == "probs"  # as Classifier
+    assert ja.Classifier(fn, w, 3).outputs == "probs"
+    clf = models.from_apply_fn(fn, w, num_classes=3, outputs="logits")
     np.testing.assert_allclose(clf(_images(2)).sum(-1), 1.0, rtol=1e-5)
     with pytest.raises(TypeError, match="nnx.Module"):
         models.from_module(fn, num_classes=3)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import jaxattack as ja
+from jaxattack import data, sweep
 from jaxattack import store as store_mod
-from jaxattack import sweep
 from jaxattack.attack import predict
 from tests import sweep_job, toys
 
@@ -39,7 +39,7 @@ def reference(reference_store):
 
 def test_select_images_is_balanced_and_prefix_stable():
     labels = np.repeat(np.arange(4), 5)[::-1].copy()
-    a, b = sweep.select_images(labels, 6), sweep.select_images(labels, 10)
+    a, b = data.select_images(labels, 6), data.select_images(labels, 10)
     assert set(a) <= set(b)
     assert np.bincount(labels[b], minlength=4).tolist() == [3, 3, 2, 2]
 
@@ -59,7 +59,7 @@ def test_sweep_equals_the_plain_engine_per_image(tmp_path):
     exps = sweep.grid(["toy"], [1], ["untargeted", "targeted"], population=16, generations=6)
     st = sweep.run(exps, tmp_path, images=20, batch_size=3, progress=False,
                    load_model=lambda n: clf, load_data=lambda s, split: (x, y, tuple("abcdefghij")))
-    sel = sweep.select_images(y, 20)
+    sel = data.select_images(y, 20)
     for exp in exps:
         tg = sweep.default_targets(0, sel, y[sel], 10) if exp.mode == "targeted" else None
         ref = ja.attack(clf, x[sel], y[sel], exp.config(), targets=tg, image_ids=sel)

@@ -60,9 +60,10 @@ def from_module(
                       class_names=class_names, name=name or type(module).__name__)
 
 
-def from_apply_fn(apply_fn, params: Any, num_classes: int, *, outputs: str = "logits",
+def from_apply_fn(apply_fn, params: Any, num_classes: int, *, outputs: str = "probs",
                   **kw) -> Classifier:
-    """A Classifier from a pure ``apply_fn(params, uint8 NHWC) -> logits/probs``."""
+    """A Classifier from a pure ``apply_fn(params, uint8 NHWC) -> probs`` (``outputs=
+    "logits"`` if it returns logits); the same default as ``Classifier``."""
     return Classifier(apply_fn, params, num_classes, outputs=outputs, **kw)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import jax
 from flax import nnx
 
+from ..files import write_atomic
 from .allcnn import AllCNNC
 from .nin import NiN
 from .resnet import resnet20
@@ -49,9 +50,7 @@ def write_entry(name: str, entry: dict, path: str | os.PathLike = REGISTRY_PATH)
     path = Path(path)
     reg = read_registry(path)
     reg[name] = entry
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(dict(sorted(reg.items())), indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(dict(sorted(reg.items())), indent=2) + "\n")
 
 
 def model_card(reg: dict | None = None) -> str:

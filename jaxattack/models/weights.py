@@ -10,6 +10,8 @@ import jax
 import numpy as np
 from flax import nnx, serialization
 
+from ..files import write_atomic
+
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "weights"
 
 
@@ -37,11 +39,7 @@ def save(path: str | os.PathLike, state: nnx.State, dtype: str = "float32") -> s
         return x.astype(dtype) if np.issubdtype(x.dtype, np.floating) else x
 
     blob = serialization.msgpack_serialize(_map(cast, pure))
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(blob)
-    os.replace(tmp, path)
-    return sha256(path)
+    return sha256(write_atomic(path, blob))
 
 
 def restore(path: str | os.PathLike, state: nnx.State, expected_sha256: str | None) -> nnx.State:
