@@ -32,34 +32,34 @@ def main(argv=None):
     import jax
     import numpy as np
 
-    from jaxattack import AttackConfig, data, models
-    from jaxattack.attack import num_slots, problem_keys, search, spec_of
+    from jaxattack import AttackConfig, data, engine, models, problems
     from jaxattack.data import select_images
-    from jaxattack.engine import Engine
     from jaxattack.sharding import make_mesh
+    from jaxattack.verify import Collector
 
     clf = models.load(args.model)
     x, y, _ = data.load(args.data)
     sel = select_images(np.asarray(y), args.images)
     x, y = x[sel], np.asarray(y)[sel].astype(np.int32)
-    cfg = AttackConfig(args.pixels, args.population, args.generations, batch_size=args.slots)
+    cfg = AttackConfig(pixels=args.pixels, population=args.population,
+                       generations=args.generations)
     mesh = make_mesh()
     tgt = np.full(len(x), -1, np.int32)
-    keys = problem_keys(0, sel, tgt)
+    keys = problems.keys(0, sel, tgt)
+    probs = problems.image_problems(x, y, np.arange(len(x)), tgt)
+    search = cfg.search(clf, x.shape[1:])
+    slots = engine.default_slots(cfg.population, len(x), mesh, args.slots)
     out = {}
     for name, refill in (("fixed", False), ("continuous", True)):
-        eng = Engine(spec_of(cfg, x.shape[1:]), clf, mesh, num_slots(cfg, len(x), mesh))
-        found = np.zeros(len(x), bool)
-        gens = np.zeros(len(x), np.int64)
-
-        def keep(rows, g, f, n, h, found=found, gens=gens):
-            found[rows], gens[rows] = f, n
-
-        search(eng, keys[:1], x[:1], y[:1], tgt[:1], lambda *a: None)  # compile
-        eng.computed = 0
+        kept = Collector(len(x), search.strategy.dims)
+        run = dict(mesh=mesh, num_slots=slots)
+        engine.run(search, clf.params, keys[:1], problems.image_problems(
+            x, y, np.arange(1), tgt[:1]), lambda *a: None, **run)  # compile
         t0 = time.perf_counter()
-        util = search(eng, keys, x, y, tgt, keep, refill=refill)
+        util = engine.run(search, clf.params, keys, probs, kept, refill=refill,
+                          **run).utilisation
         sec = time.perf_counter() - t0
+        found, gens = kept.found, kept.generations
         queries = int(args.population * (gens + 1).sum())
         out[name] = dict(seconds=sec, utilisation=util, queries=queries, q_s=queries / sec,
                          fooled=int(found.sum()), found=found.tolist(), gens=gens.tolist())

@@ -25,14 +25,15 @@ def measure(clf, mesh, slots: int, population: int, generations: int, repeats: i
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    from jaxattack import engine
+    from jaxattack import AttackConfig, engine, problems
+    from jaxattack.sharding import AXIS
 
     h, w, c = clf.input_shape or (32, 32, 3)
     n_dev = mesh.devices.size
     slots = -(-slots // n_dev) * n_dev
     batch = slots * population
     images = np.random.default_rng(0).integers(0, 256, (batch, h, w, c), dtype=np.uint8)
-    x = jax.device_put(images, NamedSharding(mesh, P(engine.AXIS)))
+    x = jax.device_put(images, NamedSharding(mesh, P(AXIS)))
     params = jax.device_put(clf.params, NamedSharding(mesh, P()))
     fwd = jax.jit(clf.probs)
     fwd(params, x).block_until_ready()
@@ -43,15 +44,14 @@ def measure(clf, mesh, slots: int, population: int, generations: int, repeats: i
         return time.perf_counter() - t0
 
     raw = batch / min(forward() for _ in range(repeats))
-    spec = engine.SearchSpec(1, h, w, c, population, generations, early_stop="none")
-    eng = engine.Engine(spec, clf, mesh, slots)
+    cfg = AttackConfig(population=population, generations=generations, early_stop="none")
+    todo = problems.image_problems(images, np.zeros(batch, np.int32), np.arange(slots),
+                                   np.full(slots, -1, np.int32))
+    eng = engine.Engine(cfg.search(clf, (h, w, c)), clf.params, mesh, slots, todo)
     keys = np.asarray(jax.random.split(jax.random.PRNGKey(0), slots))
 
     def attack():
-        new = engine.empty_slots(spec, slots)
-        new.key[:], new.image[:] = keys, images[:slots]
-        new.label[:], new.active[:] = 0, True
-        eng.load(np.ones(slots, bool), new)
+        eng.load(np.ones(slots, bool), keys, todo)
         t0 = time.perf_counter()
         eng.evolve(slots)
         return time.perf_counter() - t0

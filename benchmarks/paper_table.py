@@ -54,8 +54,8 @@ def main(argv=None):
 
     from jaxattack import report, sweep
 
-    exps = sweep.grid(args.models.split(","), [int(k) for k in args.pixels.split(",")],
-                      args.modes.split(","), data=args.data, population=args.population,
+    exps = sweep.grid(args.models.split(","), pixels=[int(k) for k in args.pixels.split(",")],
+                      mode=args.modes.split(","), data=args.data, population=args.population,
                       generations=args.generations)
     start = time.perf_counter()
     store = sweep.run(exps, args.out, args.images, save_images="none",

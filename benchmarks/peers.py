@@ -182,7 +182,7 @@ def main(argv=None):  # noqa: C901 - one linear script
 
     import jaxattack as ja
     from jaxattack import codec, data, models
-    from jaxattack.attack import predict
+    from jaxattack.classifier import predict
 
     torch.set_num_threads(args.torch_threads)
     versions = {"python": platform.python_version(), "jax": jax.__version__,
@@ -229,11 +229,10 @@ def main(argv=None):  # noqa: C901 - one linear script
     x, y = x_all[ids], y_all[ids]
     n = len(ids)
 
-    from jaxattack.attack import AUTO_IMAGES_PER_DEVICE
+    from jaxattack.engine import default_slots
+    from jaxattack.sharding import make_mesh
 
-    n_dev = len(jax.devices())
-    slots = min(max(1, AUTO_IMAGES_PER_DEVICE["cpu"] // args.population) * n_dev,
-                -(-n // n_dev) * n_dev)
+    slots = default_slots(args.population, n, make_mesh())
     raw = raw_forward(clf, net, args.population, slots * args.population, jax, torch,
                       torch_port)
     print(f"raw forward: jax {raw['jax_us_per_image']:.0f} µs/image at {args.population} "

@@ -43,8 +43,11 @@ def main(argv=None) -> dict:
     out = Path(args.out or tempfile.mkdtemp(prefix="timed_attack_"))
     if out.exists() and any(out.iterdir()):
         ap.error(f"--out {out} is not empty: a resumed run would time only part of the work")
-    exp = sweep.Experiment(args.model, args.data, args.pixels, args.mode,
-                           args.population, args.generations)
+    from jaxattack import AttackConfig
+
+    exp = sweep.Experiment(args.model, AttackConfig(
+        pixels=args.pixels, mode=args.mode, population=args.population,
+        generations=args.generations), data=args.data)
     t0 = time.perf_counter()
     store = sweep.run([exp], out, args.images, save_images="none", progress=False)
     seconds = time.perf_counter() - t0

@@ -8,16 +8,17 @@ import importlib
 
 from jaxattack.attack import AttackConfig, attack
 from jaxattack.caches import clear_caches
-from jaxattack.classifier import Classifier
+from jaxattack.classifier import Classifier, predict
 from jaxattack.minimum_k import MinKResult, minimum_k
 from jaxattack.result import AttackResult
 
 __version__ = "0.1.0"
-SUBMODULES = ("codec", "data", "de", "distributed", "engine", "models", "objective", "report",
-              "sharding", "store", "strategies", "sweep", "train")
+SUBMODULES = ("codec", "data", "de", "distributed", "engine", "evaluation", "models",
+              "objective", "problems", "report", "sharding", "stats", "store", "strategies",
+              "sweep", "train", "verify")
 __all__ = [
     "AttackConfig", "AttackResult", "Classifier", "MinKResult", "attack", "clear_caches",
-    "minimum_k", "__version__", *SUBMODULES,
+    "minimum_k", "predict", "__version__", *SUBMODULES,
 ]
 
 

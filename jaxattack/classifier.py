@@ -13,6 +13,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from jaxattack.caches import memoize
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 
@@ -74,3 +77,26 @@ class Classifier:
 
     def replace(self, **changes) -> Classifier:
         return dataclasses.replace(self, **changes)
+
+
+PREDICT_CHUNK = 256
+
+
+@memoize(16)
+def _jitted_probs(classifier: Classifier):
+    return jax.jit(classifier.probs)
+
+
+def predict(classifier: Classifier, images: np.ndarray, chunk: int = PREDICT_CHUNK) -> np.ndarray:
+    """Probabilities ``[B, K]`` of uint8 images, in fixed-size padded chunks (one
+    compilation whatever ``B``)."""
+    if not len(images):
+        return np.zeros((0, classifier.num_classes), np.float32)
+    fn = _jitted_probs(classifier)
+    out = []
+    for i in range(0, len(images), chunk):
+        part = images[i:i + chunk]
+        pad = np.zeros((chunk - len(part), *part.shape[1:]), np.uint8)
+        p = fn(classifier.params, jnp.asarray(np.concatenate([part, pad])))
+        out.append(np.asarray(p)[: len(part)])
+    return np.concatenate(out)

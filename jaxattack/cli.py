@@ -1,4 +1,4 @@
-"""``jaxattack`` command line: attack, sweep, eval, report, train, models.
+"""``jaxattack`` command line: attack, sweep, eval, report, repair, train, models.
 
 Exit codes: 0 success, 1 a runtime error (one line on stderr), 2 bad usage,
 130 interrupted.
@@ -7,6 +7,8 @@ Exit codes: 0 success, 1 a runtime error (one line on stderr), 2 bad usage,
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import sys
 from pathlib import Path
 
@@ -31,7 +33,68 @@ def _names(text: str) -> list[str]:
     return vals
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _value(text: str, annotation: str):
+    """``text`` as the type a field's annotation names (int, float, str, bool, X | None)."""
+    kinds = [k.strip() for k in str(annotation).split("|")]
+    if "None" in kinds and text.strip().lower() == "none":
+        return None
+    for kind, conv in (("bool", lambda t: {"true": True, "false": False}[t.lower()]),
+                       ("int", int), ("float", float)):
+        if kind in kinds:
+            try:
+                return conv(text)
+            except (KeyError, ValueError):
+                raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+    return text
+
+
+def _config_options(p: argparse.ArgumentParser, sweep: bool) -> None:
+    """One option per AttackConfig field, from its metadata (``attack.setting``); a sweep
+    takes a comma list for the fields that have a ``sweep`` name."""
+    from jaxattack.attack import AttackConfig
+
+    for f in dataclasses.fields(AttackConfig):
+        meta = f.metadata
+        if f.name == "strategy_params":
+            p.add_argument("--strategy-param", dest="strategy_params", action="append",
+                           default=[], metavar="NAME=VALUE",
+                           help=f"{meta['help']}; repeat for several. {_strategy_help()}")
+            continue
+        choices = meta["choices"]
+        choices = tuple(choices() if callable(choices) else choices) if choices else None
+        listed = sweep and meta["sweep"]
+        flag = "--" + (meta["sweep"] if listed else f.name.replace("_", "-"))
+        one = functools.partial(_value, annotation=f.type)
+        if listed:
+            default = list(meta["sweep_default"] or [f.default])
+            kind = _ints if f.type == "int" else _names
+            text = f"comma list: {meta['help']}" + (f"; of {', '.join(choices)}" if choices
+                                                     else "")
+            p.add_argument(flag, dest=f.name, type=kind, default=default,
+                           help=f"{text} (default: {','.join(map(str, default))})")
+        else:
+            text = meta["help"] + ("" if "default" in meta["help"] else
+                                   f" (default: {f.default})")
+            p.add_argument(flag, dest=f.name, type=one, default=f.default, choices=choices,
+                           metavar=None if choices else f.name.upper(), help=text)
+    p.add_argument("--preset", choices=["default", "paper"], default="default",
+                   help="'paper' is short for --early-stop paper (default: default)")
+
+
+def _strategy_help() -> str:
+    """Each strategy's own parameters with their defaults, from the registry."""
+    from jaxattack import strategies
+
+    parts = []
+    for name in strategies.NAMES:
+        fields = [f for f in strategies.param_fields(name) if f.name not in ("F", "CR")]
+        if fields:
+            parts.append(f"{name}: " + ", ".join(f"{f.name}={f.default} ({f.metadata['help']})"
+                                                 for f in fields))
+    return "Parameters: " + "; ".join(parts) + " (DE's F and CR: --F, --crossover)."
+
+
+def _common(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     p.add_argument("--data", default="sample",
                    help="'sample' (built in), a folder or .tar in split/label/*.jpg layout, a "
                         "folder holding train.tar/test.tar, tfds:NAME or tfds-folder:ROOT "
@@ -40,22 +103,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", type=int, default=DEMO_IMAGES,
                    help=f"number of images, taken round-robin over classes "
                         f"(default: {DEMO_IMAGES})")
-    p.add_argument("--population", type=int, default=400, help="DE population (default: 400)")
-    p.add_argument("--generations", type=int, default=100,
-                   help="DE generations at most (default: 100)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--F", type=float, default=0.5,
-                   help="DE mutation factor (default: 0.5, the paper's)")
-    p.add_argument("--crossover", type=float, default=None,
-                   help="binomial crossover rate, for de-bin (default: none, the paper's)")
-    p.add_argument("--preset", choices=["default", "paper"], default="default",
-                   help="'paper' stops on the paper's probability thresholds (targeted p>0.5, "
-                        "untargeted p_true<0.05) instead of on first success (default: default)")
-    p.add_argument("--loss", choices=["prob", "margin"], default="prob",
-                   help="fitness: 'prob' (the paper's class probability) or 'margin' "
-                        "(probability gap to the best other class)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="problems searched together (default: chosen from the devices)")
+    _config_options(p, sweep)
     p.add_argument("--cpu-devices", type=int, default=None,
                    help="split the CPU into this many JAX devices (default: 1; 2 speeds up "
                         "resnet20 and nin on 2 cores, see benchmarks/README.md)")
@@ -75,13 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--model", default="tiny",
                    help="zoo name (see `jaxattack models`) or path/to/file.py:function "
                         "returning a jaxattack.Classifier (default: tiny)")
-    a.add_argument("--pixels", type=int, default=1, help="pixels changed, k (default: 1)")
-    a.add_argument("--mode", choices=["untargeted", "targeted", "all-targets"],
-                   default="untargeted",
-                   help="attack mode (default: untargeted); targeted attacks one "
-                        "pseudo-random other class per image, fixed by seed and image id")
-    a.add_argument("--strategy", default="de",
-                   help="de (the paper's, default), de-bin, de-best, de-ctb, jde or sparse-rs")
     a.add_argument("--out", default=None,
                    help="run folder (default: runs/MODEL-kK-MODE, plus -STRATEGY, -LOSS, "
                         "-paper, -seedN when those are not the defaults)")
@@ -92,14 +133,6 @@ def build_parser() -> argparse.ArgumentParser:
                                    "store. Re-running the same command resumes.")
     s.add_argument("--models", type=_names, default=["tiny"],
                    help="comma list of models (default: tiny)")
-    s.add_argument("--pixels", type=_ints, default=[1, 3, 5],
-                   help="comma list of k (default: 1,3,5)")
-    s.add_argument("--modes", type=_names, default=["untargeted"],
-                   help="comma list of untargeted, targeted (one pseudo-random other class "
-                        "per image), all-targets (default: untargeted)")
-    s.add_argument("--strategies", type=_names, default=["de"],
-                   help="comma list of de, de-bin, de-best, de-ctb, jde, sparse-rs "
-                        "(default: de, the paper's)")
     s.add_argument("--out", required=True, help="run folder")
     s.add_argument("--distributed", action="store_true",
                    help="join a multi-process job with jax.distributed (cluster read from "
@@ -109,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="number of processes (with --distributed)")
     s.add_argument("--process-id", type=int, default=None,
                    help="this process's index (with --distributed)")
-    _common(s)
+    _common(s, sweep=True)
 
     e = sub.add_parser("eval", help="clean accuracy of a model")
     e.add_argument("--model", default="tiny", help="zoo name or file.py:function (default: tiny)")
@@ -121,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="re-render tables and figures from a run folder")
     r.add_argument("run", help="run folder")
 
+    fix = sub.add_parser("repair", help="move corrupt rows of a run folder aside",
+                         description="Move every line of the run's results*.jsonl that is not "
+                                     "a row (corrupt, or torn by a killed writer) to "
+                                     "results*.quarantine.jsonl beside it; every good row "
+                                     "stays. Then `sweep` and `report` read the folder again.")
+    fix.add_argument("run", help="run folder")
+
     sub.add_parser("models", help="list zoo models with their recorded accuracy")
     sub.add_parser("train", help="train a zoo model (see `jaxattack train --help`)",
                    add_help=False)
@@ -130,9 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _runtime_errors() -> tuple[type[Exception], ...]:
     """Errors shown as one line; only evaluated when one is raised (keeps flax off start-up)."""
     from jaxattack.models.weights import WeightsError
+    from jaxattack.store import StoreLocked
 
     return (ValueError, TypeError, FileNotFoundError, KeyError, ImportError, OSError,
-            WeightsError)
+            WeightsError, StoreLocked)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,29 +208,81 @@ def _dispatch(args) -> int:
         return _eval(args)
     if args.command == "report":
         return _report(Path(args.run))
+    if args.command == "repair":
+        return _repair(Path(args.run))
     return _attack_or_sweep(args)
+
+
+def _repair(run: Path) -> int:
+    from jaxattack.store import QUARANTINE, repair
+
+    moved = repair(run)
+    if not moved:
+        raise FileNotFoundError(f"no results.jsonl (or results.p*.jsonl shards) in {run}")
+    for name, n in moved.items():
+        where = name[: -len(".jsonl")] + QUARANTINE
+        print(f"{name}: moved {n} bad line(s) to {where}" if n else f"{name}: no bad lines")
+    return 0
+
+
+def _strategy_params(items: list[str], names: list[str]) -> dict[str, dict]:
+    """``--strategy-param NAME=VALUE`` items as parameters per strategy: each strategy of
+    ``names`` takes the ones it declares; one no strategy declares is an error."""
+    from jaxattack import strategies
+
+    out = {name: {} for name in names}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--strategy-param takes NAME=VALUE, got {item!r}")
+        taken = False
+        for name in names:
+            fields = {f.name: f for f in strategies.param_fields(name)}
+            if key in fields:
+                try:
+                    out[name][key] = _value(text, fields[key].type)
+                except argparse.ArgumentTypeError as e:
+                    raise ValueError(f"--strategy-param {key}: {e}") from None
+                taken = True
+        if not taken:
+            have = sorted({f.name for n in names for f in strategies.param_fields(n)})
+            raise ValueError(f"no strategy of {', '.join(names)} has a parameter {key!r}"
+                             + (f" (they have: {', '.join(have)})" if have else ""))
+    return out
+
+
+def _experiments(args) -> list:
+    """The experiments of an ``attack`` or ``sweep`` command."""
+    from jaxattack import sweep
+    from jaxattack.attack import AttackConfig
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(AttackConfig)}
+    del values["batch_size"]  # a run setting (sweep.run's), not part of an experiment
+    if args.preset == "paper":
+        if values["early_stop"] not in ("success", "paper"):
+            raise ValueError(f"--preset paper conflicts with --early-stop {values['early_stop']}")
+        values["early_stop"] = "paper"
+    names = values["strategy"] if args.command == "sweep" else [values["strategy"]]
+    params = _strategy_params(values.pop("strategy_params"), names)
+    models = args.models if args.command == "sweep" else [args.model]
+    if args.command == "attack":
+        values = {k: [v] for k, v in values.items()}  # one cell
+    exps = sweep.grid(models, data=args.data, split=args.split, **values)
+    return [dataclasses.replace(e, config=e.config.replace(
+        strategy_params=params[e.config.strategy])) for e in exps]
 
 
 def _attack_or_sweep(args) -> int:
     from jaxattack import sweep
 
-    common = dict(data=args.data, split=args.split, population=args.population,
-                  generations=args.generations, seed=args.seed,
-                  early_stop="paper" if args.preset == "paper" else "success",
-                  loss=args.loss, F=args.F, crossover=args.crossover)
-    if args.command == "attack":
-        exps = [sweep.Experiment(model=args.model, pixels=args.pixels, mode=args.mode,
-                                 strategy=args.strategy, **common)]
-        out = args.out or _default_out(args)
-    else:
-        exps = sweep.grid(args.models, args.pixels, args.modes, args.strategies, **common)
-        out = args.out
+    exps = _experiments(args)
+    out = (args.out or _default_out(args)) if args.command == "attack" else args.out
     lead = True
     if getattr(args, "distributed", False):
         from jaxattack import distributed
 
-        lead = distributed.initialize(args.coordinator, args.num_processes,
-                                      args.process_id)[0] == 0
+        lead = distributed.initialize(args.coordinator, args.num_processes, args.process_id,
+                                      cpu_collectives="gloo")[0] == 0
     else:
         for flag in ("coordinator", "num_processes", "process_id"):
             if getattr(args, flag, None) is not None:

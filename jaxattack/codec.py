@@ -7,6 +7,8 @@ coordinates in ``[0, W) x [0, H)`` and colours in ``0..255``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +16,34 @@ import numpy as np
 
 def genes_per_pixel(channels: int) -> int:
     return 2 + channels
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelSpace:
+    """The search space of k pixels on an ``H x W x C`` image (what a strategy searches).
+
+    A candidate is ``dims = k * (2 + C)`` float genes; see the module docstring.
+    """
+
+    pixels: int
+    height: int
+    width: int
+    channels: int
+
+    @property
+    def dims(self) -> int:
+        return self.pixels * genes_per_pixel(self.channels)
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        return bounds(self.pixels, self.height, self.width, self.channels)
+
+    def initial(self, key: jax.Array, size: int) -> jax.Array:
+        """The paper's initial population ``[size, dims]``."""
+        return initial_population(key, size, self.pixels, self.height, self.width,
+                                  self.channels)
+
+    def decode(self, genes):
+        return decode(genes, self.pixels, self.height, self.width, self.channels)
 
 
 def bounds(pixels: int, height: int, width: int, channels: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,17 +11,21 @@ import jax
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None) -> tuple[int, int]:
+               process_id: int | None = None, *,
+               cpu_collectives: str | None = None) -> tuple[int, int]:
     """Join the job; returns ``(process_index, process_count)``.
 
     With no arguments JAX reads the cluster from the environment (Slurm, TPU VMs,
-    ``JAX_COORDINATOR_ADDRESS``/``JAX_NUM_PROCESSES``/``JAX_PROCESS_ID``...). CPU-only
-    jobs use gloo for the barrier.
+    ``JAX_COORDINATOR_ADDRESS``/``JAX_NUM_PROCESSES``/``JAX_PROCESS_ID``...).
+    ``cpu_collectives="gloo"`` sets ``jax_cpu_collectives_implementation``, which CPU-only
+    jobs need for the end-of-job barrier (the CLI passes it); otherwise ``jax.config`` is
+    left as the caller set it.
     """
     given = [a is not None for a in (coordinator, num_processes, process_id)]
     if any(given) and not all(given):
         raise ValueError("give all of coordinator, num_processes and process_id, or none")
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if cpu_collectives is not None:
+        jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
     if all(given):
         jax.distributed.initialize(coordinator, num_processes, process_id)
     else:

@@ -1,50 +1,91 @@
-"""The batched search loop: a fixed number of *slots*, each holding one problem.
+"""The batched search engine: image-agnostic slots, one jitted loop, continuous batching.
 
-A slot is one (image, label, target, key) problem with its search state (for the
-paper's DE, a population). One generation evaluates every slot's candidates as a
-single forward pass of
-``slots * population`` images. The generations run inside one jitted
-``lax.while_loop`` that returns to the host as soon as enough slots have finished,
-so the host can write their results and refill them (continuous batching) without
-recompiling. Slots are sharded over a 1-D device mesh with ``shard_map``; each
-device runs its own loop on its own slots, so a generation needs no communication.
+The engine knows nothing of images. It is given a ``Search``: a strategy (what to try
+next, ``jaxattack.strategies``) and an evaluation function (how good each candidate
+is), and a queue of *problems* (any pytree of arrays with a leading problem axis, plus
+one PRNG key per problem). A fixed number of *slots* each hold one problem with its
+search state. One generation asks every slot's strategy for candidates, evaluates all
+of them in a single call, and tells the strategies the fitness. The generations run
+inside one jitted ``lax.while_loop`` that returns to the host as soon as enough slots
+have finished, so the host can hand their results over and refill them (continuous
+batching) without recompiling. Slots are sharded over a 1-D device mesh with
+``shard_map``; each device runs its own loop on its own slots, so a generation needs no
+communication.
 
-Randomness is per problem: generation ``g`` of a problem uses
-``fold_in(problem_key, g + 1)`` (``g = -1`` draws the initial population), so a
-result never depends on which slot, batch or device ran it.
+Randomness is per problem: the ``g``-th evaluated generation of a problem (``g = 0``
+is the initial population) uses ``fold_in(problem_key, g)``, so a result never
+depends on which slot, batch or device ran it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import NamedTuple
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+from tqdm.auto import tqdm
 
-from jaxattack import codec, objective
 from jaxattack.caches import memoize
-from jaxattack.classifier import Classifier
-from jaxattack.sharding import AXIS
-from jaxattack.strategies import DE, Strategy
+from jaxattack.sharding import AXIS, round_up
+from jaxattack.strategies import Strategy
+
+# Candidates per device in one evaluation when the batch size is left to us. On XLA:CPU
+# one population (400 images) is already as fast per image as any larger batch, and one
+# slot per device never computes for a finished problem (benchmarks/README.md).
+AUTO_CANDIDATES_PER_DEVICE = {"cpu": 400}
+AUTO_CANDIDATES_PER_ACCELERATOR = 32768
+
+
+class Evaluation(NamedTuple):
+    """What an evaluation function returns for ``S`` slots of ``N`` candidates."""
+
+    fitness: jax.Array  # f32 [S, N], minimised
+    hit: jax.Array  # bool [S, N]: the candidate reaches the goal (a success)
+    stop: jax.Array  # bool [S]: the problem is done (early stop)
+
+
+class Evaluator(Protocol):
+    """A hashable, pure evaluation function over slots.
+
+    ``prepare`` runs once when problems are loaded (e.g. to cache work shared by all
+    candidates of a problem); ``__call__`` scores candidates ``[S, N, D]``.
+    """
+
+    def prepare(self, params, problems): ...
+
+    def __call__(self, params, problems, candidates) -> Evaluation: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Search:
+    """What one compiled engine runs: a strategy and an evaluation function."""
+
+    strategy: Strategy
+    evaluate: Any  # an Evaluator
+
+    @property
+    def population(self) -> int:
+        return self.strategy.population
 
 
 class Slots(NamedTuple):
-    """Per-slot search state; every field has a leading slot axis ``[S, ...]``."""
+    """Per-slot state; every field has a leading slot axis ``[S, ...]``."""
 
     key: jax.Array  # uint32 [S, 2] problem key
-    image: jax.Array  # uint8 [S, H, W, C]
-    label: jax.Array  # int32 [S]
-    target: jax.Array  # int32 [S], -1 = untargeted
-    search: dict  # the strategy's state, each leaf [S, ...]
-    generation: jax.Array  # int32 [S]: generations done; -1 before the initial population
+    problem: Any  # the problem pytree (after ``evaluate.prepare``)
+    state: Any  # the strategy's state
+    evaluated: jax.Array  # int32 [S]: generations evaluated, the initial population included
     active: jax.Array  # bool [S]: still searching
     found: jax.Array  # bool [S]: some evaluated candidate succeeded
-    first_hit: jax.Array  # int32 [S]: generation of the first success, -1 before
+    first_hit: jax.Array  # int32 [S]: generation (0 = initial) of the first success, -1 before
     adv_genes: jax.Array  # f32 [S, D]: best successful candidate so far
     adv_fitness: jax.Array  # f32 [S]
 
@@ -54,91 +95,80 @@ class SlotView(NamedTuple):
 
     active: np.ndarray
     found: np.ndarray
-    generation: np.ndarray
-    genes: np.ndarray  # the best successful candidate, else the best member
-    first_hit: np.ndarray  # generation of the first success, -1 if none
+    evaluated: np.ndarray
+    genes: np.ndarray  # the best successful candidate, else the strategy's best
+    first_hit: np.ndarray
 
 
-@dataclasses.dataclass(frozen=True)
-class SearchSpec:
-    """Static shape and search settings of one compiled engine."""
+@dataclasses.dataclass
+class RunStats:
+    """Work of one ``run``: slot-generations spent on searching problems (useful) and
+    computed in all (useful plus finished or empty slots carried along)."""
 
-    pixels: int
-    height: int
-    width: int
-    channels: int
-    population: int
-    generations: int
-    strategy: Strategy = DE()
-    loss: str = "prob"
-    early_stop: str = "success"
+    problems: int = 0
+    useful: int = 0
+    computed: int = 0
+    seconds: float = 0.0
 
     @property
-    def dims(self) -> int:
-        return self.pixels * codec.genes_per_pixel(self.channels)
+    def utilisation(self) -> float:
+        return self.useful / max(self.computed, 1)
 
 
-def empty_slots(spec: SearchSpec, n: int) -> Slots:
-    """Host-side (numpy) slots, all inactive."""
-    d = spec.dims
-    search = jax.tree.map(lambda a: np.repeat(np.asarray(a)[None], n, 0),
-                          spec.strategy.empty(spec))
+def default_slots(population: int, num_problems: int, mesh: Mesh,
+                  batch_size: int | None = None) -> int:
+    """Slots for ``batch_size`` problems, or the per-platform default, over ``mesh``."""
+    devices = mesh.devices.size
+    if batch_size is not None:
+        return round_up(batch_size, devices)
+    platform = mesh.devices.flat[0].platform
+    per_device = AUTO_CANDIDATES_PER_DEVICE.get(platform, AUTO_CANDIDATES_PER_ACCELERATOR)
+    return min(max(1, per_device // population) * devices, round_up(num_problems, devices))
+
+
+# ----------------------------------------------------------------------------- device side
+
+def _fresh(search: Search, params, keys, problems, active) -> Slots:
+    """Slots holding new problems, nothing evaluated yet."""
+    n = keys.shape[0]
     return Slots(
-        key=np.zeros((n, 2), np.uint32),
-        image=np.zeros((n, spec.height, spec.width, spec.channels), np.uint8),
-        label=np.zeros(n, np.int32),
-        target=np.full(n, -1, np.int32),
-        search=search,
-        generation=np.full(n, -1, np.int32),
-        active=np.zeros(n, bool),
-        found=np.zeros(n, bool),
-        first_hit=np.full(n, -1, np.int32),
-        adv_genes=np.zeros((n, d), np.float32),
-        adv_fitness=np.full(n, np.inf, np.float32),
-    )
+        key=keys, problem=search.evaluate.prepare(params, problems),
+        state=jax.vmap(search.strategy.init)(keys),
+        evaluated=jnp.zeros(n, jnp.int32), active=active, found=jnp.zeros(n, bool),
+        first_hit=jnp.full(n, -1, jnp.int32),
+        adv_genes=jnp.zeros((n, search.strategy.dims), jnp.float32),
+        adv_fitness=jnp.full(n, jnp.inf, jnp.float32))
 
 
-def _generation(spec: SearchSpec, classifier: Classifier, params, s: Slots) -> Slots:
+def _generation(search: Search, params, s: Slots) -> Slots:
     """One generation for every slot (inactive slots are computed but left unchanged)."""
-    strat = spec.strategy
-    keys = jax.vmap(jax.random.fold_in)(s.key, s.generation + 1)
-    first = s.generation < 0
-    ask = functools.partial(strat.ask, spec=spec)
-    cands, pending = jax.vmap(ask)(keys, s.search, first, s.generation)  # [S, N, D]
-    pix = codec.decode(cands, spec.pixels, spec.height, spec.width, spec.channels)
-    imgs = jax.vmap(jax.vmap(codec.paint, (None, 0)), (0, 0))(s.image, pix)
-    S, N = cands.shape[:2]
-    probs = classifier.probs(params, imgs.reshape(S * N, *imgs.shape[2:]))
-    probs = probs.reshape(S, N, -1)
-    lab, tgt = s.label[:, None], s.target[:, None]
-    fit = objective.fitness(probs, lab, tgt, spec.loss)
-    hit = objective.success(probs, lab, tgt)
-    stop = objective.should_stop(probs, lab, tgt, spec.early_stop).any(-1)
-
-    search = jax.vmap(functools.partial(strat.tell, spec=spec))(
-        s.search, cands, pending, fit, first)
+    strat = search.strategy
+    keys = jax.vmap(jax.random.fold_in)(s.key, s.evaluated)
+    cands, pending = jax.vmap(strat.ask)(keys, s.state, s.evaluated)  # [S, N, D]
+    ev = search.evaluate(params, s.problem, cands)
+    state = jax.vmap(strat.tell)(s.state, cands, pending, ev.fitness, s.evaluated)
 
     # Remember the best successful candidate ever evaluated.
-    hit_fit = jnp.where(hit, fit, jnp.inf)
+    hit_fit = jnp.where(ev.hit, ev.fitness, jnp.inf)
     j = jnp.argmin(hit_fit, axis=-1)
     j_fit = jnp.take_along_axis(hit_fit, j[:, None], -1)[:, 0]
     better = j_fit < s.adv_fitness
     adv_genes = jnp.where(better[:, None], jnp.take_along_axis(
         cands, j[:, None, None], 1)[:, 0], s.adv_genes)
 
-    gen = s.generation + 1
-    any_hit = hit.any(-1)
+    evaluated = s.evaluated + 1
+    any_hit = ev.hit.any(-1)
     new = s._replace(
-        search=search, generation=gen,
-        active=~stop & (gen < spec.generations),
+        state=state, evaluated=evaluated,
+        active=~ev.stop & (evaluated <= strat.generations),
         found=s.found | any_hit,
-        first_hit=jnp.where(any_hit & ~s.found, gen, s.first_hit),
+        first_hit=jnp.where(any_hit & ~s.found, s.evaluated, s.first_hit),
         adv_genes=adv_genes, adv_fitness=jnp.minimum(j_fit, s.adv_fitness),
     )
     return _select(s.active, new, s)
 
 
-def _evolve_local(spec, classifier, s: Slots, params, min_finished):
+def _evolve_local(search: Search, s: Slots, params, min_finished):
     """Run generations on this device's slots until ``min_finished`` of them finish.
 
     Also returns how many generations this device ran (``[1]``, for utilisation).
@@ -150,65 +180,137 @@ def _evolve_local(spec, classifier, s: Slots, params, min_finished):
         return (left > 0) & (start - left < min_finished)
 
     def body(carry):
-        return _generation(spec, classifier, params, carry[0]), carry[1] + 1
+        return _generation(search, params, carry[0]), carry[1] + 1
 
-    s, n = jax.lax.while_loop(cond, body, (s, jnp.zeros((1,), jnp.int32)))
-    return s, n
+    return jax.lax.while_loop(cond, body, (s, jnp.zeros((1,), jnp.int32)))
+
+
+def _load_local(search: Search, s: Slots, params, mask, keys, problems) -> Slots:
+    return _select(mask, _fresh(search, params, keys, problems, mask), s)
 
 
 def _view(strategy: Strategy, s: Slots) -> tuple:
-    best = jax.vmap(strategy.best)(s.search)
+    best = jax.vmap(strategy.best)(s.state)
     genes = jnp.where(s.found[:, None], s.adv_genes, best)
-    return s.active, s.found, s.generation, genes, s.first_hit
+    return s.active, s.found, s.evaluated, genes, s.first_hit
 
 
-class Engine:
-    """Compiled search over ``num_slots`` slots on ``mesh``; state lives on the devices."""
-
-    def __init__(self, spec: SearchSpec, classifier: Classifier, mesh: Mesh, num_slots: int):
-        n_dev = mesh.devices.size
-        if num_slots % n_dev:
-            raise ValueError(f"num_slots={num_slots} is not a multiple of {n_dev} devices")
-        self.spec, self.classifier, self.mesh, self.num_slots = spec, classifier, mesh, num_slots
-        self.sharding = NamedSharding(mesh, P(AXIS))
-        self.params = jax.device_put(classifier.params, NamedSharding(mesh, P()))
-        self._evolve, self._load, self._view = _programs(spec, classifier, mesh)
-        self.slots = jax.device_put(empty_slots(spec, num_slots), self.sharding)
-        self.computed = 0
-
-    def load(self, mask: np.ndarray, new: Slots) -> None:
-        """Put fresh problems into the slots where ``mask`` is set."""
-        self.slots = self._load(self.slots, jax.device_put(mask, self.sharding),
-                                jax.device_put(new, self.sharding))
-
-    def evolve(self, min_finished: int) -> SlotView:
-        """Run until every device has seen ``min_finished`` slots finish (or none is active)."""
-        self.slots, steps = self._evolve(self.slots, self.params, jnp.int32(min_finished))
-        view = SlotView(*jax.device_get(self._view(self.slots)))
-        # Slot-generations computed, useful or not (utilisation = useful / computed).
-        self.computed += int(np.asarray(steps).sum()) * (self.num_slots // steps.shape[0])
-        return view
-
-
-@memoize(8)
-def _programs(spec: SearchSpec, classifier: Classifier, mesh: Mesh):
-    """Jitted (evolve, load, view), cached so repeated attacks do not recompile."""
-    evolve = jax.shard_map(
-        functools.partial(_evolve_local, spec, classifier),
-        mesh=mesh, in_specs=(P(AXIS), P(), P()), out_specs=(P(AXIS), P(AXIS)),
-        check_vma=False,
-    )
-    sharded = NamedSharding(mesh, P(AXIS))
-    return (jax.jit(evolve, donate_argnums=0),
-            jax.jit(_load, donate_argnums=0, out_shardings=sharded),
-            jax.jit(functools.partial(_view, spec.strategy)))
-
-
-def _select(mask, new: Slots, old: Slots) -> Slots:
+def _select(mask, new, old):
     """Per slot: ``new`` where ``mask`` is set, else ``old``."""
     return jax.tree.map(
         lambda n, o: jnp.where(mask.reshape(mask.shape + (1,) * (o.ndim - 1)), n, o), new, old)
 
 
-def _load(s: Slots, mask, new: Slots) -> Slots:
-    return _select(mask, new, s)
+@memoize(8)
+def _programs(search: Search, mesh: Mesh):
+    """Jitted (evolve, load, view, fresh), cached so repeated runs do not recompile."""
+    shard = functools.partial(jax.shard_map, mesh=mesh, check_vma=False)
+    evolve = shard(functools.partial(_evolve_local, search),
+                   in_specs=(P(AXIS), P(), P()), out_specs=(P(AXIS), P(AXIS)))
+    load = shard(functools.partial(_load_local, search),
+                 in_specs=(P(AXIS), P(), P(AXIS), P(AXIS), P(AXIS)), out_specs=P(AXIS))
+    fresh = shard(functools.partial(_fresh, search),
+                  in_specs=(P(), P(AXIS), P(AXIS), P(AXIS)), out_specs=P(AXIS))
+    return (jax.jit(evolve, donate_argnums=0), jax.jit(load, donate_argnums=0),
+            jax.jit(functools.partial(_view, search.strategy)), jax.jit(fresh))
+
+
+# ----------------------------------------------------------------------------- host side
+
+def _take(tree, rows):
+    return jax.tree.map(lambda a: a[rows], tree)
+
+
+class Engine:
+    """Compiled search over ``num_slots`` slots on ``mesh``; state lives on the devices.
+
+    ``template`` is a batch of problems (any number of rows) giving their structure.
+    """
+
+    def __init__(self, search: Search, params, mesh: Mesh, num_slots: int, template):
+        n_dev = mesh.devices.size
+        if num_slots % n_dev:
+            raise ValueError(f"num_slots={num_slots} is not a multiple of {n_dev} devices")
+        self.search, self.mesh, self.num_slots = search, mesh, num_slots
+        self.sharding = NamedSharding(mesh, P(AXIS))
+        self.params = jax.device_put(params, NamedSharding(mesh, P()))
+        self._evolve, self._load, self._view, fresh = _programs(search, mesh)
+        zeros = jax.tree.map(lambda a: np.zeros((num_slots, *a.shape[1:]), a.dtype), template)
+        self.slots = fresh(self.params, *self._put(np.zeros((num_slots, 2), np.uint32), zeros,
+                                                   np.zeros(num_slots, bool)))
+
+    def _put(self, *trees):
+        return jax.device_put(trees, self.sharding)
+
+    def load(self, mask: np.ndarray, keys: np.ndarray, problems) -> None:
+        """Put fresh problems (``[num_slots, ...]`` rows) into the slots where ``mask`` is set."""
+        self.slots = self._load(self.slots, self.params, *self._put(mask, keys, problems))
+
+    def evolve(self, min_finished: int) -> tuple[SlotView, int]:
+        """Run until every device has seen ``min_finished`` slots finish (or none is active).
+
+        Returns the slots' view and the slot-generations computed.
+        """
+        self.slots, steps = self._evolve(self.slots, self.params, jnp.int32(min_finished))
+        view = SlotView(*jax.device_get(self._view(self.slots)))
+        return view, int(np.asarray(steps).sum()) * (self.num_slots // steps.shape[0])
+
+
+OnFinished = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
+
+
+def run(search: Search, params, keys: np.ndarray, problems, on_finished: OnFinished, *,
+        mesh: Mesh, num_slots: int, progress: bool = False, desc: str | None = None,
+        refill: bool = True) -> RunStats:
+    """Search a queue of problems (rows of ``keys`` and of every leaf of ``problems``).
+
+    Slots are refilled as problems finish, until the queue drains. For each batch of
+    finished problems, ``on_finished(rows, genes, found, generations, first_hit)`` is
+    called: ``generations`` run after the initial population, and ``first_hit`` the
+    generation of the first success (0 = the initial population; -1 if none). The
+    progress bar's ``hits`` are the searches' own successes. ``refill=False`` runs fixed
+    batches instead (each batch until its last problem finishes; for comparison).
+    """
+    total, S = len(keys), num_slots
+    stats = RunStats(problems=total)
+    if not total:
+        return stats
+    engine = Engine(search, params, mesh, S, problems)
+    per_dev = S // mesh.devices.size
+    in_slot = np.full(S, -1)
+    queued = hits = 0
+    bar = tqdm(total=total, unit="problem", disable=not progress, file=sys.stderr, desc=desc,
+               dynamic_ncols=True, smoothing=0.1)
+    t0 = time.perf_counter()
+    with bar:
+        while (in_slot >= 0).any() or queued < total:
+            free = np.flatnonzero(in_slot < 0)[: total - queued]
+            if not refill and (in_slot >= 0).any():
+                free = free[:0]  # fixed batches: load only into an empty engine
+            if free.size:
+                rows = np.arange(queued, queued + free.size)
+                mask = np.zeros(S, bool)
+                mask[free] = True
+                place = np.zeros(S, np.int64)
+                place[free] = rows
+                engine.load(mask, keys[place], _take(problems, place))
+                in_slot[free], queued = rows, queued + free.size
+            # Return to the host for a refill once some slots finish; at the end, run out.
+            view, computed = engine.evolve(max(1, per_dev // 8) if queued < total and refill
+                                           else per_dev)
+            stats.computed += computed
+            done = np.flatnonzero((in_slot >= 0) & ~view.active)
+            if done.size:
+                on_finished(in_slot[done], view.genes[done], view.found[done],
+                            view.evaluated[done].astype(np.int64) - 1,
+                            view.first_hit[done].astype(np.int64))
+            in_slot[done] = -1
+            hits += int(view.found[done].sum())
+            stats.useful += int(view.evaluated[done].sum())
+            bar.update(done.size)
+            if progress and bar.n:
+                rate = stats.useful * search.population / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(hits=f"{hits}/{bar.n}", q_s=f"{rate:,.0f}",
+                                util=f"{stats.utilisation:.0%}", refresh=False)
+    stats.seconds = time.perf_counter() - t0
+    return stats

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxattack.classifier import Classifier, predict
+
 
 def _name(x) -> str:
     return getattr(getattr(x, "dtype", None), "name", type(x).__name__)
@@ -70,3 +72,25 @@ def probabilities(p: np.ndarray, batch: int, num_classes: int, outputs: str) -> 
     if (p < -1e-6).any() or not np.allclose(p.sum(-1), 1.0, atol=1e-3):
         raise ValueError(f"classifier outputs are not probabilities (negative, or rows do not "
                          f"sum to 1: got sums {p.sum(-1)[:3]}...){hint}")
+
+
+def attack_inputs(classifier, x, y, pixels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validated ``(uint8 images, int32 labels)`` for an attack of ``pixels`` pixels."""
+    if not isinstance(classifier, Classifier):
+        raise TypeError(f"classifier must be a jaxattack.Classifier, got "
+                        f"{type(classifier).__name__}")
+    x = images(x)
+    b, h, w, c = x.shape
+    if classifier.input_shape is not None and tuple(classifier.input_shape) != (h, w, c):
+        raise ValueError(f"images are {h}x{w}x{c} but the classifier expects "
+                         f"{'x'.join(map(str, classifier.input_shape))}")
+    if pixels > h * w:
+        raise ValueError(f"pixels={pixels} exceeds the {h * w} pixels of a {h}x{w} image")
+    return x, labels(y, b, classifier.num_classes)
+
+
+def clean_probs(classifier: Classifier, x: np.ndarray) -> np.ndarray:
+    """Probabilities of the clean images, checked to be probabilities."""
+    before = predict(classifier, x)
+    probabilities(before, len(x), classifier.num_classes, classifier.outputs)
+    return before

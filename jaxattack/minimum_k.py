@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from jaxattack import inputs
-from jaxattack.attack import AttackConfig, attack, check_inputs, predict
-from jaxattack.classifier import Classifier
+from jaxattack.attack import AttackConfig, attack
+from jaxattack.classifier import Classifier, predict
 from jaxattack.result import AttackResult
 
 
@@ -47,7 +47,7 @@ def minimum_k(classifier: Classifier, images, labels, config: AttackConfig | Non
     ks = tuple(int(k) for k in ks)
     if not ks or any(k < 1 for k in ks) or list(ks) != sorted(set(ks)):
         raise ValueError(f"ks must be increasing positive ints, got {ks}")
-    images, labels = check_inputs(classifier, images, labels, config.replace(pixels=ks[-1]))
+    images, labels = inputs.attack_inputs(classifier, images, labels, ks[-1])
     ids = inputs.image_ids(image_ids, len(images))
     min_k = np.where(predict(classifier, images).argmax(-1) == labels, -1, 0)
     queries = np.zeros(len(images), np.int64)

@@ -11,6 +11,7 @@ nothing to average over is ``None``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -20,14 +21,22 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxattack import stats
+from jaxattack.attack import AttackConfig
 from jaxattack.files import write_atomic
 from jaxattack.store import META, RESULTS, read_rows, shard_paths
 
 FIGURES = "figures"
 MODES = ("untargeted", "targeted", "all-targets")
-# The config fields that define one aggregate: an experiment less its seed (seeds pool).
-GROUP_FIELDS = ("model", "data", "strategy", "loss", "pixels", "mode", "population", "generations",
-                "early_stop", "F", "crossover", "split")
+# The fields that define one aggregate: an experiment's stored fields less its seed (seeds
+# pool): these first, in this order, then every other stored AttackConfig field.
+_LEADING = ("model", "data", "strategy", "loss", "pixels", "mode", "population", "generations",
+            "early_stop", "F", "crossover", "split")
+_CONFIG = [f for f in dataclasses.fields(AttackConfig) if f.metadata["stored"]]
+GROUP_FIELDS = _LEADING + tuple(f.name for f in _CONFIG
+                                if f.name not in _LEADING and f.name != "seed")
+# What a row written before a field existed means by its absence.
+_DEFAULTS = AttackConfig().identity(new=True)
 CORE_FIELDS = ("model", "pixels", "mode")
 CLASS_FIELDS = ("label", "target", "adv_class", "predicted_before", "predicted_after")
 MAX_PANELS = 12
@@ -85,8 +94,19 @@ def unique_rows(rows: Iterable[dict]) -> tuple[list[dict], int]:
 
 # --------------------------------------------------------------------------- aggregates
 
+def _frozen(value):
+    if isinstance(value, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    return tuple(map(_frozen, value)) if isinstance(value, list | tuple) else value
+
+
+def _fields(row: dict) -> dict:
+    """The row's group fields; a field the row predates reads as its default."""
+    return {f: row.get(f, _DEFAULTS.get(f)) for f in GROUP_FIELDS}
+
+
 def _key(row: dict) -> tuple:
-    return tuple(row.get(f) for f in GROUP_FIELDS)
+    return tuple(_frozen(v) for v in _fields(row).values())
 
 
 def _sort_key(key: tuple) -> tuple:
@@ -101,47 +121,43 @@ def groups(rows: Iterable[dict]) -> list[tuple[dict, list[dict]]]:
     by: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         by[_key(r)].append(r)
-    return [(dict(zip(GROUP_FIELDS, k, strict=True)), by[k]) for k in sorted(by, key=_sort_key)]
-
-
-def _mean(xs: Sequence[float]) -> float | None:
-    return sum(xs) / len(xs) if xs else None
+    return [(_fields(by[k][0]), by[k]) for k in sorted(by, key=_sort_key)]
 
 
 def classes_reached(rows: Iterable[dict]) -> dict[tuple, tuple[bool, int]]:
     """Per attacked image ``(experiment, seed, image_id)``: ``(clean_correct, distinct
     classes it was successfully pushed to)``."""
-    seen: dict[tuple, tuple[bool, set]] = {}
+    rows = list(rows)
+    keys = {}
     for r in rows:
-        cc, reached = seen.setdefault((r.get("experiment"), r.get("seed"), r["image_id"]),
-                                      (bool(r["clean_correct"]), set()))
-        if r["success"]:
-            reached.add(r["adv_class"])
-    return {k: (cc, len(reached)) for k, (cc, reached) in seen.items()}
+        keys.setdefault((r.get("experiment"), r.get("seed"), r["image_id"]), len(keys))
+    if not rows:
+        return {}
+    c = stats.columns(rows)
+    _, reached, ok = stats.classes_reached(c["image"], c["adv_class"], c["success"],
+                                           c["clean_correct"])
+    # stats numbers images in sorted order of their keys; map back to the keys
+    order = sorted(keys, key=repr)
+    return {k: (bool(ok[i]), int(reached[i])) for i, k in enumerate(order)}
 
 
 def _aggregate(fields: dict, rows: list[dict]) -> dict:
-    ok = [r for r in rows if r["clean_correct"]]
-    wins = [r for r in ok if r["success"]]
-    per_image = [n for cc, n in classes_reached(rows).values() if cc]
+    s = stats.summary(stats.columns(rows), empty=None)
     all_targets = fields["mode"] == "all-targets"
     return fields | {
         "experiments": len({r.get("experiment") for r in rows}),
         "seeds": sorted({r["seed"] for r in rows if r.get("seed") is not None}),
-        "n_problems": len(rows),
+        "n_problems": s["problems"],
         "n_images": len({r["image_id"] for r in rows}),
-        "n_clean_correct": len({r["image_id"] for r in ok}),
-        "n_problems_clean_correct": len(ok),
-        "n_successes": len(wins),
-        "success_rate": len(wins) / len(ok) if ok else None,
-        "fooled_any_rate": _mean([float(n > 0) for n in per_image]) if all_targets else None,
-        "mean_classes_reached": _mean([float(n) for n in per_image]) if all_targets else None,
-        "max_classes_reached": max(per_image, default=None) if all_targets else None,
-        "mean_adv_confidence": _mean([float(r["prob_adv_after"]) for r in wins]),
-        "mean_queries": _mean([float(r["queries"]) for r in ok]),
-        "mean_generations": _mean([float(r["generations_used"]) for r in ok]),
-        "search_not_verified": sum(bool(r.get("search_success")) and not r["success"]
-                                   for r in rows),
+        "n_clean_correct": len({r["image_id"] for r in rows if r["clean_correct"]}),
+        "n_problems_clean_correct": s["problems_clean_correct"],
+        "n_successes": s["successes"],
+        **{k: s[k] for k in ("success_rate", "fooled_any_rate", "mean_classes_reached",
+                             "max_classes_reached") if k == "success_rate" or all_targets},
+        **{k: None for k in ("fooled_any_rate", "mean_classes_reached", "max_classes_reached")
+           if not all_targets},
+        **{k: s[k] for k in ("mean_adv_confidence", "mean_queries", "mean_generations",
+                             "search_not_verified")},
     }
 
 
@@ -278,14 +294,12 @@ def _names(names: Sequence[str] | None, rows: Sequence[dict]) -> list[str]:
 def class_pair_counts(rows: Iterable[dict], num_classes: int) -> np.ndarray:
     """``[K, K]`` int64 successes over clean-correct problems, true class (row) to
     adversarial class (column)."""
-    m = np.zeros((num_classes, num_classes), np.int64)
-    for r in rows:
-        if r["clean_correct"] and r["success"]:
-            i, j = int(r["label"]), int(r["adv_class"])
-            if not (0 <= i < num_classes and 0 <= j < num_classes):
-                raise ValueError(f"class pair ({i}, {j}) outside {num_classes} classes")
-            m[i, j] += 1
-    return m
+    rows = list(rows)
+    if not rows:
+        return np.zeros((num_classes, num_classes), np.int64)
+    c = stats.columns(rows)
+    return stats.class_pair_counts(c["label"], c["adv_class"], c["success"] & c["clean_correct"],
+                                   num_classes)
 
 
 def class_pair_heatmap(rows: Sequence[dict], path: str | os.PathLike,

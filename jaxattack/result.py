@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxattack import stats
+
 
 @dataclasses.dataclass
 class AttackResult:
@@ -45,49 +47,38 @@ class AttackResult:
     def __len__(self) -> int:
         return int(self.success.shape[0])
 
+    def _columns(self) -> dict:
+        return {f: getattr(self, f) for f in stats.FIELDS if f != "image"} | {
+            "image": self.image_index}
+
     def success_rate(self, correct_only: bool = True) -> float:
         """Share of problems fooled (by default among correctly classified images)."""
-        keep = self.clean_correct if correct_only else np.ones(len(self), bool)
-        return float(self.success[keep].mean()) if keep.any() else float("nan")
+        return stats.success_rate(self.success, self.clean_correct if correct_only else None)
 
     def per_image(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(image_index, classes_reached, clean_correct)``, one entry per attacked image.
 
         ``classes_reached`` counts the distinct classes the image was pushed to.
         """
-        idx, first = np.unique(self.image_index, return_index=True)
-        pairs = np.unique(np.stack([self.image_index, self.adv_class])[:, self.success], axis=1)
-        reached = np.bincount(np.searchsorted(idx, pairs[0]), minlength=idx.size)
-        return idx, reached.astype(np.int64), self.clean_correct[first]
+        return stats.classes_reached(self.image_index, self.adv_class, self.success,
+                                     self.clean_correct)
 
     def fooled_any_rate(self, correct_only: bool = True) -> float:
         """The paper's non-targeted rate from all-targets runs: fooled toward some class."""
         _, reached, ok = self.per_image()
-        reached = reached[ok] if correct_only else reached
-        return float((reached > 0).mean()) if reached.size else float("nan")
+        return stats.success_rate(reached > 0, ok if correct_only else None)
 
     def class_pair_counts(self, correct_only: bool = True) -> np.ndarray:
         """``[K, K]`` successes from true class (row) to adversarial class (column)."""
-        m = np.zeros((self.num_classes, self.num_classes), np.int64)
         keep = self.success & (self.clean_correct if correct_only else True)
-        np.add.at(m, (self.label[keep], self.adv_class[keep]), 1)
-        return m
+        return stats.class_pair_counts(self.label, self.adv_class, keep, self.num_classes)
 
     def summary(self) -> dict:
-        ok = self.clean_correct
-        s = self.success & ok
-        _, reached, img_ok = self.per_image()
-        reached = reached[img_ok]
+        s = stats.summary(self._columns())
         return {
-            "problems": len(self),
-            "clean_correct": int(ok.sum()),
-            "success_rate": self.success_rate(),
-            "fooled_any_rate": self.fooled_any_rate(),
-            "mean_classes_reached": float(reached.mean()) if reached.size else float("nan"),
-            "mean_adv_confidence": float(self.prob_adv_after[s].mean()) if s.any() else
-            float("nan"),
-            "mean_queries": float(self.queries[ok].mean()) if ok.any() else float("nan"),
-            "mean_generations": float(self.generations[ok].mean()) if ok.any() else float("nan"),
-            "search_not_verified": int((self.search_success & ~self.success).sum()),
+            "problems": s["problems"], "clean_correct": s["problems_clean_correct"],
+            **{k: s[k] for k in ("success_rate", "fooled_any_rate", "mean_classes_reached",
+                                 "mean_adv_confidence", "mean_queries", "mean_generations",
+                                 "search_not_verified")},
             "seconds": self.seconds,
         }

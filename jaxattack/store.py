@@ -4,12 +4,24 @@ One JSON row per problem (image x experiment x target). Rows are appended with a
 single ``write`` on an ``O_APPEND`` descriptor and fsynced, and PNGs are written
 (atomically) before the rows that name them, so a ``kill -9`` at any moment leaves
 at most a torn final line, which readers skip and the next writer cuts off.
+
+One writer per run folder (per shard for multi-process runs): ``ResultStore.writing()``
+holds an advisory ``fcntl.flock`` on ``RUN/.lock`` (exclusive; shared plus an exclusive
+``RUN/.lock.p{i}`` for the shard of process ``i``), so a second writer fails at once
+with a message naming the holder instead of doing all the work again. A corrupt row in
+the middle of a shard is an error for every reader; :func:`repair` moves such lines to
+``RUN/results*.quarantine.jsonl`` and keeps every good row.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import socket
+import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -20,6 +32,21 @@ from jaxattack.files import write_atomic
 
 RESULTS = "results.jsonl"
 META = "meta.json"
+LOCK = ".lock"
+QUARANTINE = ".quarantine.jsonl"
+
+
+class StoreLocked(RuntimeError):
+    """Another process is writing to the same run folder (or shard)."""
+
+
+def _bad_line(line: bytes) -> str | None:
+    """Why a stored line is not a row (None if it is one)."""
+    try:
+        row = json.loads(line)
+    except ValueError as e:
+        return str(e)
+    return None if isinstance(row, dict) else f"not a JSON object: {line[:40]!r}"
 
 
 def read_rows(path: Path) -> tuple[list[dict], int]:
@@ -35,16 +62,17 @@ def read_rows(path: Path) -> tuple[list[dict], int]:
     rows = []
     for n, line in enumerate(data[:end].splitlines(), 1):
         if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: corrupt row ({e})") from None
+            why = _bad_line(line)
+            if why:
+                raise ValueError(f"{path}:{n}: corrupt row ({why}); `jaxattack repair "
+                                 f"{path.parent}` moves bad rows aside") from None
+            rows.append(json.loads(line))
     return rows, end
 
 
 def shard_paths(root: str | os.PathLike) -> list[Path]:
     """``results.jsonl`` and the per-process ``results.p{i}.jsonl`` shards of a run."""
-    return sorted(Path(root).glob("results*.jsonl"))
+    return sorted(p for p in Path(root).glob("results*.jsonl") if not p.name.endswith(QUARANTINE))
 
 
 class ResultStore:
@@ -59,6 +87,20 @@ class ResultStore:
         self.root.mkdir(parents=True, exist_ok=True)
         i, n = shard
         self.results = self.root / (RESULTS if n == 1 else f"results.p{i}.jsonl")
+        # (path, flock mode) of the locks a writer of this store holds
+        self._locks = ([(self.root / LOCK, fcntl.LOCK_EX)] if n == 1 else
+                       [(self.root / LOCK, fcntl.LOCK_SH),
+                        (self.root / f"{LOCK}.p{i}", fcntl.LOCK_EX)])
+
+    @contextlib.contextmanager
+    def writing(self):
+        """Hold this store's writer locks (raises ``StoreLocked`` at once if another
+        process holds them), and cut a torn final line left by a killed writer."""
+        with contextlib.ExitStack() as stack:
+            for path, mode in self._locks:
+                stack.enter_context(_flock(path, mode, self.root))
+            self.trim()
+            yield self
 
     def shards(self) -> list[Path]:
         return shard_paths(self.root)
@@ -70,7 +112,7 @@ class ResultStore:
         """``(experiment, image_id, target)`` of every stored row."""
         return {(r["experiment"], r["image_id"], r["target"]) for r in self.rows()}
 
-    def repair(self) -> None:
+    def trim(self) -> None:
         """Cut a torn final line left by a killed writer."""
         _, end = read_rows(self.results)
         if self.results.exists() and self.results.stat().st_size > end:
@@ -129,3 +171,49 @@ def magnified_crop(image: np.ndarray, pixels: np.ndarray, margin: int = 3,
     x0, x1 = max(0, xs.min() - margin), min(w, xs.max() + margin + 1)
     crop = image[y0:y1, x0:x1]
     return np.repeat(np.repeat(crop, scale, axis=0), scale, axis=1)
+
+
+@contextlib.contextmanager
+def _flock(path: Path, mode: int, root: Path):
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise StoreLocked(f"run folder {root} is being written by {holder}; wait for it "
+                              f"to finish or use another --out") from None
+        os.ftruncate(fd, 0)  # no writer holds it: what it says is stale
+        if mode == fcntl.LOCK_EX:
+            cmd = " ".join(os.path.basename(a) for a in sys.argv[:2])
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} ({cmd}), since "
+                          f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        yield
+        if mode == fcntl.LOCK_EX:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def repair(root: str | os.PathLike) -> dict[str, int]:
+    """Move every line of every shard that is not a row (corrupt, or a torn final line)
+    to ``<shard>.quarantine.jsonl`` beside it; keep every good row in order. Returns
+    ``{shard name: lines moved}``. Takes the writer locks of the whole folder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"run folder {root} does not exist")
+    moved = {}
+    with _flock(root / LOCK, fcntl.LOCK_EX, root):
+        for path in shard_paths(root):
+            lines = path.read_bytes().splitlines(keepends=True)
+            bad = {i for i, ln in enumerate(lines)
+                   if ln.strip() and (not ln.endswith(b"\n") or _bad_line(ln))}
+            if bad:
+                quarantine = path.with_name(path.name[: -len(".jsonl")] + QUARANTINE)
+                with open(quarantine, "ab") as f:  # first the copy, then the cut
+                    f.write(b"".join(lines[i].rstrip(b"\n") + b"\n" for i in sorted(bad)))
+                    f.flush()
+                    os.fsync(f.fileno())
+                write_atomic(path, b"".join(ln for i, ln in enumerate(lines) if i not in bad))
+            moved[path.name] = len(bad)
+    return moved

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.util
+import itertools
 import json
 import re
 import sys
@@ -22,23 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxattack import __version__, data
-from jaxattack.attack import (
-    AttackConfig,
-    check_inputs,
-    clean_probs,
-    num_slots,
-    problem_keys,
-    problems,
-    search,
-    spec_of,
-    verify,
-)
+from jaxattack import __version__, data, engine, inputs, problems
+from jaxattack.attack import AttackConfig
 from jaxattack.classifier import Classifier
-from jaxattack.engine import Engine
 from jaxattack.result import AttackResult
 from jaxattack.sharding import make_mesh
 from jaxattack.store import ResultStore
+from jaxattack.verify import Finished, verify
 
 SAVE_IMAGES = ("none", "success", "all")
 FLUSH_PROBLEMS, FLUSH_SECONDS = 256, 15.0
@@ -46,49 +37,48 @@ FLUSH_PROBLEMS, FLUSH_SECONDS = 256, 15.0
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-    """One cell of a sweep grid."""
+    """One cell of a sweep grid: a model, its data, and an attack config."""
 
     model: str
+    config: AttackConfig = AttackConfig()
     data: str = "sample"
-    pixels: int = 1
-    mode: str = "untargeted"
-    population: int = 400
-    generations: int = 100
-    seed: int = 0
-    early_stop: str = "success"
-    F: float = 0.5
-    crossover: float | None = None
-    strategy: str = "de"
-    loss: str = "prob"
     split: str = "test"
 
     def __post_init__(self):
-        self.config()  # validate early, with AttackConfig's messages
+        if not isinstance(self.config, AttackConfig):
+            raise TypeError(f"config must be an AttackConfig, got {type(self.config).__name__}")
 
-    def config(self, batch_size: int | None = None) -> AttackConfig:
-        return AttackConfig(self.pixels, self.population, self.generations, self.mode,
-                            self.seed, self.F, self.crossover, self.early_stop, batch_size,
-                            self.strategy, self.loss)
+    def identity(self) -> dict:
+        """Every stored field: model, data, split and the config's (``AttackConfig.identity``)."""
+        return {"model": self.model, "data": self.data, "split": self.split,
+                **self.config.identity()}
 
     @property
     def id(self) -> str:
-        """Readable and safe as a folder name; the digest covers every field."""
-        digest = hashlib.sha1(json.dumps(dataclasses.asdict(self), sort_keys=True).encode())
+        """Readable and safe as a folder name; the digest covers every stored field."""
+        digest = hashlib.sha1(json.dumps(self.identity(), sort_keys=True).encode())
         model = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(self.model.split(":")[0]).stem)
-        return f"{model}_k{self.pixels}_{self.mode}_{self.strategy}_{digest.hexdigest()[:8]}"
+        c = self.config
+        return f"{model}_k{c.pixels}_{c.mode}_{c.strategy}_{digest.hexdigest()[:8]}"
 
 
-def grid(models: Sequence[str], pixels: Sequence[int], modes: Sequence[str],
-         strategies: Sequence[str] = ("de",), **common):
-    return [Experiment(model=m, pixels=k, mode=mode, strategy=s, **common)
-            for m in models for k in pixels for mode in modes for s in strategies]
-
-
-def default_targets(seed: int, image_ids: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """For ``targeted`` sweeps: a fixed pseudo-random other class per (seed, image id)."""
-    mix = (image_ids.astype(np.uint64) * np.uint64(2654435761)
-           + np.uint64(seed) * np.uint64(40503)) % np.uint64(k - 1)
-    return ((labels + 1 + mix.astype(np.int64)) % k).astype(np.int32)
+def grid(models: Sequence[str], config: AttackConfig | None = None, *, data: str = "sample",
+         split: str = "test", **fields) -> list[Experiment]:
+    """Experiments for every model and every combination of the config fields given as
+    lists, the others fixed: ``grid(["tiny"], pixels=[1, 3], mode=["untargeted",
+    "all-targets"], population=100)``. Fields vary in declaration order (pixels, then
+    mode, then strategy...), the last fastest."""
+    base = AttackConfig() if config is None else config
+    order = [f.name for f in dataclasses.fields(AttackConfig)]
+    unknown = sorted(set(fields) - set(order))
+    if unknown:
+        raise TypeError(f"unknown AttackConfig field {unknown[0]!r}")
+    axes = {k: list(v) for k, v in fields.items()
+            if isinstance(v, list | tuple | range) and k != "strategy_params"}
+    base = base.replace(**{k: v for k, v in fields.items() if k not in axes})
+    names = [k for k in order if k in axes]
+    return [Experiment(m, base.replace(**dict(zip(names, values, strict=True))), data, split)
+            for m in models for values in itertools.product(*(axes[k] for k in names))]
 
 
 def load_classifier(name: str) -> Classifier:
@@ -111,7 +101,7 @@ def load_classifier(name: str) -> Classifier:
 
 def result_rows(res: AttackResult, exp: Experiment, pngs: Sequence[str | None]) -> list[dict]:
     """Store rows for a verified result."""
-    fixed = dataclasses.asdict(exp) | {"experiment": exp.id, "version": __version__}
+    fixed = exp.identity() | {"experiment": exp.id, "version": __version__}
     out = []
     for i in range(len(res)):
         out.append(fixed | {
@@ -157,8 +147,9 @@ class _Writer:
         for ei in np.unique(e):
             sel = e == ei
             exp = self.exps[ei]
-            res = verify(self.clf, exp.config(), self.x, self.before, i[sel], self.ids[i[sel]],
-                         self.labels[i[sel]], t[sel], g[sel], f[sel], n[sel], h[sel])
+            done = Finished(i[sel], self.ids[i[sel]], self.labels[i[sel]], t[sel], g[sel],
+                            f[sel], n[sel], h[sel])
+            res = verify(self.clf, exp.config, self.x, self.before, done)
             pngs = [self._png(exp, res, j) for j in range(len(res))]
             rows += result_rows(res, exp, pngs)
         self.store.append(rows)
@@ -210,55 +201,56 @@ def run(
     # Load every model before touching ``out``: a bad name leaves no empty run folder.
     classifiers = {m: load_model(m) for m in dict.fromkeys(e.model for e in experiments)}
     store = ResultStore(out, shard=process)
-    store.repair()
-    done = store.done()
-    mesh = make_mesh(devices)
-
-    for (model, source, split), exps in by_source.items():
-        x_all, y_all, names = load_data(source, split=split)
-        sel = data.select_images(y_all, images)[process[0]::process[1]]
-        if not sel.size:  # more processes than images: this one has none
-            continue
-        clf = classifiers[model]
-        x, y, ids = x_all[sel], y_all[sel], sel.astype(np.int64)
-        for exp in exps:  # the checks attack() makes, with its messages
-            x, y = check_inputs(clf, x, y, exp.config())
-        if process[0] == 0:
-            store.write_meta(store.meta() | {"class_names": list(names),
-                                             "version": __version__})
-        before = clean_probs(clf, x)
-        by_spec = defaultdict(list)
-        for exp in exps:
-            by_spec[spec_of(exp.config(), x.shape[1:])].append(exp)
-        for spec, group in by_spec.items():
-            _run_group(store, done, clf, mesh, spec, group, x, y, ids, before,
-                       dict(save_images=save_images, flush_every=flush_every),
-                       batch_size, progress)
+    with store.writing():
+        done = store.done()
+        mesh = make_mesh(devices)
+        for (model, source, split), exps in by_source.items():
+            x_all, y_all, names = load_data(source, split=split)
+            sel = data.select_images(y_all, images)[process[0]::process[1]]
+            if not sel.size:  # more processes than images: this one has none
+                continue
+            clf = classifiers[model]
+            x, y, ids = x_all[sel], y_all[sel], sel.astype(np.int64)
+            for exp in exps:  # the checks attack() makes, with its messages
+                x, y = inputs.attack_inputs(clf, x, y, exp.config.pixels)
+            if process[0] == 0:
+                store.write_meta(store.meta() | {"class_names": list(names),
+                                                 "version": __version__})
+            before = inputs.clean_probs(clf, x)
+            by_search = defaultdict(list)
+            for exp in exps:
+                by_search[exp.config.search(clf, x.shape[1:])].append(exp)
+            for search, group in by_search.items():
+                _run_group(store, done, clf, mesh, search, group, x, y, ids, before,
+                           dict(save_images=save_images, flush_every=flush_every),
+                           batch_size, progress)
     return store
 
 
-def _run_group(store, done, clf, mesh, spec, exps, x, y, ids, before, writing,
+def _run_group(store, done, clf, mesh, search, exps, x, y, ids, before, writing,
                batch_size, progress):
     parts = []
     for e, exp in enumerate(exps):
-        targets = (default_targets(exp.seed, ids, y, clf.num_classes)
-                   if exp.mode == "targeted" else None)
-        img, tgt = problems(exp.mode, y, targets, clf.num_classes)
+        c = exp.config
+        targets = (problems.default_targets(c.seed, ids, y, clf.num_classes)
+                   if c.mode == "targeted" else None)
+        img, tgt = problems.rows(c.mode, y, targets, clf.num_classes)
         todo = np.array([(exp.id, int(ids[i]), int(t)) not in done
                          for i, t in zip(img, tgt, strict=True)], bool)
         img, tgt = img[todo], tgt[todo]
-        keys = problem_keys(exp.seed, ids[img], tgt) if img.size else np.zeros((0, 2), np.uint32)
-        parts.append((np.full(img.size, e), img, tgt, keys))
+        parts.append((np.full(img.size, e), img, tgt, problems.keys(c.seed, ids[img], tgt)))
     e_idx, img, tgt, keys = (np.concatenate(c) for c in zip(*parts, strict=True))
     if not img.size:
         return
-    engine = Engine(spec, clf, mesh, num_slots(exps[0].config(batch_size), img.size, mesh))
     writer = _Writer(store, clf, x, before, ids, y, exps, **writing)
 
     def finished(rows, genes, found, gens, first_hit):
         writer.add(e_idx[rows], img[rows], tgt[rows], genes, found, gens, first_hit)
 
-    names = sorted({f"k={e.pixels} {e.mode}" for e in exps})
-    search(engine, keys, x[img], y[img], tgt, finished, progress and sys.stderr is not None,
-           desc=f"{exps[0].model} {', '.join(names)}")
+    names = sorted({f"k={e.config.pixels} {e.config.mode}" for e in exps})
+    engine.run(search, clf.params, keys, problems.image_problems(x, y, img, tgt), finished,
+               mesh=mesh, num_slots=engine.default_slots(search.population, img.size, mesh,
+                                                         batch_size),
+               progress=progress and sys.stderr is not None,
+               desc=f"{exps[0].model} {', '.join(names)}")
     writer.flush()

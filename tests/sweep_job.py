@@ -8,12 +8,12 @@ import sys
 from jaxattack import sweep
 from tests import toys
 
-EXPERIMENTS = sweep.grid(["toy"], [1, 2], ["untargeted", "all-targets"], population=16,
-                         generations=8)
+EXPERIMENTS = sweep.grid(["toy"], pixels=[1, 2], mode=["untargeted", "all-targets"],
+                         population=16, generations=8)
 
 
 def run(out, **kw):
-    from jaxattack.attack import predict
+    from jaxattack.classifier import predict
 
     clf = toys.small_cnn()
     x = toys.random_images(40, 12, 12, seed=3)
@@ -31,7 +31,7 @@ if __name__ == "__main__":
         from jaxattack import distributed
 
         coordinator, n, i = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-        distributed.initialize(coordinator, n, i)
+        distributed.initialize(coordinator, n, i, cpu_collectives="gloo")
         run(sys.argv[1])
         distributed.barrier()
     else:

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 import jaxattack as ja
-from jaxattack.attack import PREDICT_CHUNK, predict
+from jaxattack.classifier import PREDICT_CHUNK, predict
 from tests import toys
 
 SMALL = ja.AttackConfig(population=100, generations=60)
@@ -177,28 +177,47 @@ def test_a_success_that_does_not_survive_verification_is_not_reported():
 
 
 def test_continuous_batching_equals_fixed_batches_and_wastes_less():
-    from jaxattack.attack import problem_keys, search, spec_of
-    from jaxattack.engine import Engine
+    from jaxattack import engine, problems
     from jaxattack.sharding import make_mesh
+    from jaxattack.verify import Collector
 
     clf = toys.small_cnn()
     x = toys.random_images(24, 10, 10)
     y = predict(clf, x).argmax(-1).astype(np.int32)
     cfg = ja.AttackConfig(population=12, generations=12)
     tgt = np.full(24, -1, np.int32)
-    keys = problem_keys(0, np.arange(24), tgt)
+    keys = problems.keys(0, np.arange(24), tgt)
+    search = cfg.search(clf, x.shape[1:])
     runs = {}
     for refill in (False, True):
-        eng = Engine(spec_of(cfg, x.shape[1:]), clf, make_mesh(2), 4)
-        out = {"genes": np.zeros((24, 5), np.float32), "gens": np.zeros(24, np.int64)}
+        out = Collector(24, 5)
+        stats = engine.run(search, clf.params, keys,
+                           problems.image_problems(x, y, np.arange(24), tgt), out,
+                           mesh=make_mesh(2), num_slots=4, refill=refill)
+        runs[refill] = out, stats.utilisation
+    (fixed, u_fixed), (cont, u_cont) = runs[False], runs[True]
+    np.testing.assert_array_equal(fixed.genes, cont.genes)
+    np.testing.assert_array_equal(fixed.generations, cont.generations)
+    assert len(set(cont.generations.tolist())) > 1  # problems finish at different times
+    assert u_cont > u_fixed
+    assert 0 < u_fixed < 1 and u_cont <= 1
 
-        def keep(rows, g, f, n, h, out=out):
-            out["genes"][rows], out["gens"][rows] = g, n
 
-        out["util"] = search(eng, keys, x, y, tgt, keep, refill=refill)
-        runs[refill] = out
-    np.testing.assert_array_equal(runs[False]["genes"], runs[True]["genes"])
-    np.testing.assert_array_equal(runs[False]["gens"], runs[True]["gens"])
-    assert len(set(runs[True]["gens"].tolist())) > 1  # problems finish at different times
-    assert runs[True]["util"] > runs[False]["util"]
-    assert 0 < runs[False]["util"] < 1 and runs[True]["util"] <= 1
+def test_clear_caches_forgets_compiled_programs_and_classifiers():
+    import gc
+    import weakref
+
+    from jaxattack import engine
+    from jaxattack.classifier import _jitted_probs
+
+    clf = toys.planted()
+    ja.attack(clf, toys.random_images(2), [0, 0], ja.AttackConfig(population=8, generations=1))
+    assert engine._programs.cache_info().currsize and _jitted_probs.cache_info().currsize
+    ref = weakref.ref(clf)
+    del clf
+    gc.collect()
+    assert ref() is not None  # the caches keep the model alive ...
+    ja.clear_caches()
+    gc.collect()
+    assert ref() is None  # ... until they are cleared
+    assert engine._programs.cache_info().currsize == 0

@@ -83,6 +83,17 @@ def test_reused_folder_prints_only_this_commands_experiments(tmp_path, capsys):
     (["eval", "--model", MODEL, "--images", "0"], "--images must be >= 1"),
     (["train", "--data", "/no/such/data", "--epochs", "1"], "/no/such/data"),
     (["report", "/no/such/run"], "no results.jsonl"),
+    (["attack", "--model", MODEL, "--strategy-param", "tau=0.1"],
+     "no strategy of de has a parameter 'tau'"),
+    (["attack", "--model", MODEL, "--strategy", "jde", "--strategy-param", "tau=x"],
+     "--strategy-param tau: expected float, got 'x'"),
+    (["attack", "--model", MODEL, "--strategy", "jde", "--strategy-param", "tau"],
+     "takes NAME=VALUE"),
+    (["attack", "--model", MODEL, "--strategy", "sparse-rs", "--strategy-param", "p_init=2"],
+     "p_init must lie in (0, 1]"),
+    (["attack", "--model", MODEL, "--strategy", "sparse-rs", "--population", "0"],
+     "population must be >= 1 for sparse-rs"),
+    (["repair", "/no/such/run"], "does not exist"),
 ])
 def test_bad_input_is_one_line_and_exit_1(argv, match, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -137,3 +148,30 @@ def test_console_script_help():
     for opt in ("--model", "--data", "--pixels", "--mode", "--images", "--preset",
                 "--population", "--generations", "--out"):
         assert opt in out
+
+
+def test_every_config_field_is_an_option_with_its_help():
+    import dataclasses
+
+    from jaxattack.attack import AttackConfig
+
+    for command, extra in (("attack", []), ("sweep", ["--out", "x"])):
+        args = cli.build_parser().parse_args([command, *extra])
+        text = subprocess.run([sys.executable, "-m", "jaxattack.cli", command, "--help"],
+                              capture_output=True, text=True, check=True).stdout
+        text = " ".join(text.split())
+        for f in dataclasses.fields(AttackConfig):
+            assert hasattr(args, f.name), (command, f.name)
+            assert " ".join(f.metadata["help"].split()[:4]) in text, (command, f.name)
+
+
+def test_strategy_params_from_the_command_line_are_stored(tmp_path):
+    out = tmp_path / "run"
+    assert cli.main(["sweep", "--models", MODEL, "--pixels", "1", "--strategies", "de,jde",
+                     "--strategy-param", "tau=0.3", "--out", str(out), *FAST]) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    by = {r["strategy"]: r for r in rows}
+    assert by["jde"]["strategy_params"] == {"tau": 0.3}
+    assert "strategy_params" not in by["de"]  # de has no tau: its rows (and id) as before
+    agg = json.loads((out / "summary.json").read_text())["aggregates"]
+    assert {a["strategy"]: a["strategy_params"] for a in agg} == {"de": {}, "jde": {"tau": 0.3}}

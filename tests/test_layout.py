@@ -60,3 +60,27 @@ def test_imports_point_only_down_the_table():
                 if dep in rank and rank[dep] <= i:
                     bad.append(f"{f.relative_to(ROOT)} imports {dep}")
     assert not bad, bad
+
+
+def test_library_code_leaves_jax_config_alone():
+    """Only the command lines (cli.py, train.py's main) set jax.config."""
+    for path in PKG.rglob("*.py"):
+        text = path.read_text()
+        if "jax.config.update" not in text:
+            continue
+        rel = path.relative_to(PKG).as_posix()
+        if rel == "train.py":
+            main = text[text.index("def main("):]
+            assert text.count("jax.config.update") == main.count("jax.config.update"), rel
+        elif rel != "cli.py":
+            assert "jax.config.update(cpu" in text or "cpu_collectives)" in text, rel
+
+
+def test_public_submodules_load_lazily():
+    import subprocess
+    import sys
+
+    code = ("import sys, jaxattack as ja; assert 'jaxattack.models' not in sys.modules; "
+            "assert callable(ja.models.load) and callable(ja.data.load); "
+            "assert callable(ja.sweep.run) and callable(ja.report.write_report)")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

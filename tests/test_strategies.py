@@ -1,5 +1,6 @@
 """Every strategy on the planted pixel and on a problem with a known optimum."""
 
+import dataclasses
 import functools
 
 import jax
@@ -9,7 +10,7 @@ import pytest
 
 import jaxattack as ja
 from jaxattack import codec, objective, strategies
-from jaxattack.engine import SearchSpec
+from jaxattack.codec import PixelSpace
 from jaxattack.strategies.sparse_rs import resample_fraction
 from tests import toys
 
@@ -24,16 +25,15 @@ def test_finds_the_planted_pixel(name, loss):
     np.testing.assert_array_equal(r.queries, 100 * (r.generations + 1))
 
 
-def _run(strategy, spec, fitness_fn, key):
+def _run(strategy, fitness_fn, key):
     """The engine's loop for one problem, without images."""
-    state = jax.tree.map(jnp.asarray, strategy.empty(spec))
+    state = strategy.init(key)
 
     def body(g, state):
-        k = jax.random.fold_in(key, g)
-        cands, pending = strategy.ask(k, state, g == 0, g - 1, spec)
-        return strategy.tell(state, cands, pending, fitness_fn(cands), g == 0, spec)
+        cands, pending = strategy.ask(jax.random.fold_in(key, g), state, g)
+        return strategy.tell(state, cands, pending, fitness_fn(cands), g)
 
-    state = jax.lax.fori_loop(0, spec.generations + 1, body, state)
+    state = jax.lax.fori_loop(0, strategy.generations + 1, body, state)
     return fitness_fn(strategy.best(state)[None])[0]
 
 
@@ -41,16 +41,15 @@ def _run(strategy, spec, fitness_fn, key):
 def test_reaches_a_known_optimum(name):
     """Minimise the distance of the decoded pixel to a goal pixel (optimum 0): every run
     lands on the goal position, and the typical run on its colour within a few levels."""
-    spec = SearchSpec(1, 8, 8, 3, population=40, generations=60)
+    strategy = strategies.build(name, PixelSpace(1, 8, 8, 3), population=40, generations=60)
     goal = np.array([1, 6, 255, 0, 255], np.float32)
 
     def fitness(cands):
         d = jnp.abs(codec.decode(cands, 1, 8, 8, 3)[:, 0].astype(jnp.float32) - goal)
         return d[:, :2].sum(-1) + d[:, 2:].sum(-1) / 255.0
 
-    strategy = strategies.get(name)
     keys = jax.random.split(jax.random.PRNGKey(0), 16)
-    best = np.asarray(jax.jit(jax.vmap(functools.partial(_run, strategy, spec, fitness)))(keys))
+    best = np.asarray(jax.jit(jax.vmap(functools.partial(_run, strategy, fitness)))(keys))
     assert (best < 1).all(), (name, best)  # the right position in every run
     assert np.median(best) < 0.03, (name, best)  # colour within 8 levels in most
 
@@ -74,14 +73,13 @@ def test_margin_loss_known_values():
 
 
 def test_jde_parameters_stay_in_range_and_adapt():
-    spec = SearchSpec(1, 8, 8, 3, population=30, generations=20)
-    jde = strategies.get("jde")
-    state = jax.tree.map(jnp.asarray, jde.empty(spec))
+    jde = strategies.build("jde", PixelSpace(1, 8, 8, 3), population=30, generations=20)
+    state = jde.init(jax.random.PRNGKey(0))
     fit = lambda c: (c ** 2).sum(-1)  # noqa: E731
     for g in range(20):
-        cands, pending = jde.ask(jax.random.PRNGKey(g), state, g == 0, g - 1, spec)
-        state = jde.tell(state, cands, pending, fit(cands), g == 0, spec)
-    F, CR = np.asarray(state["F"]), np.asarray(state["CR"])
+        cands, pending = jde.ask(jax.random.PRNGKey(g), state, g)
+        state = jde.tell(state, cands, pending, fit(cands), g)
+    F, CR = np.asarray(state.F), np.asarray(state.CR)
     assert ((F >= 0.1) & (F <= 1.0)).all() and ((CR >= 0) & (CR <= 1)).all()
     assert (F != 0.5).any() and (CR != 0.9).any()
 
@@ -91,6 +89,50 @@ def test_unknown_strategy_and_loss():
         ja.AttackConfig(strategy="pso")
     with pytest.raises(ValueError, match="loss must be one of"):
         ja.AttackConfig(loss="hinge")
+
+
+@pytest.mark.parametrize("name", strategies.NAMES)
+def test_registry_entry_is_a_complete_strategy(name):
+    """Every registered strategy: its name, typed params with defaults and help, its own
+    minimum population, and a state of fixed shapes from init to tell."""
+    cls = strategies.get(name)
+    assert cls.name == name and issubclass(cls, strategies.Strategy)
+    for f in strategies.param_fields(name):
+        assert f.default is not dataclasses.MISSING and f.metadata["help"], (name, f.name)
+    with pytest.raises(ValueError, match=f"population must be >= {cls.min_population}"):
+        ja.AttackConfig(strategy=name, population=cls.min_population - 1)
+    s = strategies.build(name, PixelSpace(2, 6, 5, 3), cls.min_population, 4)
+    state = s.init(jax.random.PRNGKey(0))
+    for g in range(3):
+        cands, pending = s.ask(jax.random.PRNGKey(g), state, g)
+        assert cands.shape == (cls.min_population, 10) and cands.dtype == jnp.float32
+        new = s.tell(state, cands, pending, (cands ** 2).sum(-1), g)
+        assert jax.tree.map(jnp.shape, new) == jax.tree.map(jnp.shape, state)
+        state = new
+    assert s.best(state).shape == (10,)
+
+
+def test_strategy_params_reach_the_strategy_and_are_checked():
+    cfg = ja.AttackConfig(strategy="jde", strategy_params={"tau": 0.25})
+    assert cfg.strategy_params == (("tau", 0.25),)
+    search = cfg.search(toys.planted(), (8, 8, 3))
+    assert search.strategy.params.tau == 0.25 and search.strategy.params.F_low == 0.1
+    de = ja.AttackConfig(F=0.7, crossover=0.3).search(toys.planted(), (8, 8, 3)).strategy
+    assert (de.params.F, de.params.CR) == (0.7, 0.3)
+    assert ja.AttackConfig(strategy="de-bin").search(
+        toys.planted(), (8, 8, 3)).strategy.params.CR == 0.5
+    with pytest.raises(ValueError, match="unknown parameter 'tua' for strategy 'jde'; its "
+                                         "parameters are tau, F_low, F_high"):
+        ja.AttackConfig(strategy="jde", strategy_params={"tua": 0.2})
+    with pytest.raises(ValueError, match="tau must lie in"):
+        ja.AttackConfig(strategy="jde", strategy_params={"tau": 2.0})
+    with pytest.raises(ValueError, match="set F with AttackConfig"):
+        ja.AttackConfig(strategy_params={"F": 0.7})
+    with pytest.raises(ValueError, match="F does not apply to strategy 'sparse-rs'"):
+        ja.AttackConfig(strategy="sparse-rs", F=0.9)
+    # params change the experiment's identity only when given (old ids stay valid)
+    assert "strategy_params" not in ja.AttackConfig().identity()
+    assert cfg.identity()["strategy_params"] == {"tau": 0.25}
 
 
 def test_minimum_k_on_a_model_that_needs_two_pixels():

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import jaxattack as ja
-from jaxattack import data, sweep
+from jaxattack import data, problems, sweep
 from jaxattack import store as store_mod
-from jaxattack.attack import predict
+from jaxattack.classifier import predict
 from tests import sweep_job, toys
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,23 +47,24 @@ def test_select_images_is_balanced_and_prefix_stable():
 def test_default_targets_are_other_classes():
     ids = np.arange(500)
     labels = ids % 10
-    t = sweep.default_targets(0, ids, labels, 10)
+    t = problems.default_targets(0, ids, labels, 10)
     assert (t != labels).all() and set(t) == set(range(10))
-    np.testing.assert_array_equal(t, sweep.default_targets(0, ids, labels, 10))
+    np.testing.assert_array_equal(t, problems.default_targets(0, ids, labels, 10))
 
 
 def test_sweep_equals_the_plain_engine_per_image(tmp_path):
     clf = toys.small_cnn()
     x = toys.random_images(30, 12, 12)
     y = predict(clf, x).argmax(-1)
-    exps = sweep.grid(["toy"], [1], ["untargeted", "targeted"], population=16, generations=6)
+    exps = sweep.grid(["toy"], mode=["untargeted", "targeted"], population=16, generations=6)
     st = sweep.run(exps, tmp_path, images=20, batch_size=3, progress=False,
                    load_model=lambda n: clf, load_data=lambda s, split: (x, y, tuple("abcdefghij")))
     sel = data.select_images(y, 20)
     for exp in exps:
-        tg = sweep.default_targets(0, sel, y[sel], 10) if exp.mode == "targeted" else None
-        ref = ja.attack(clf, x[sel], y[sel], exp.config(), targets=tg, image_ids=sel)
-        rows = sorted((r for r in st.rows() if r["mode"] == exp.mode),
+        tg = (problems.default_targets(0, sel, y[sel], 10) if exp.config.mode == "targeted"
+              else None)
+        ref = ja.attack(clf, x[sel], y[sel], exp.config, targets=tg, image_ids=sel)
+        rows = sorted((r for r in st.rows() if r["mode"] == exp.config.mode),
                       key=lambda r: r["image_id"])
         assert [r["image_id"] for r in rows] == sel.tolist()
         for i, r in enumerate(rows):
@@ -76,8 +77,8 @@ def test_sweep_equals_the_plain_engine_per_image(tmp_path):
 def test_saved_pngs_still_fool_the_model(tmp_path):
     clf = toys.planted()
     x = toys.random_images(6)
-    st = sweep.run([sweep.Experiment("planted", population=100, generations=60)], tmp_path,
-                   images=6, load_model=lambda n: clf, progress=False,
+    exp = sweep.Experiment("planted", ja.AttackConfig(population=100, generations=60))
+    st = sweep.run([exp], tmp_path, images=6, load_model=lambda n: clf, progress=False,
                    load_data=lambda s, split: (x, np.zeros(6, int), ("a", "b", "c")))
     rows = st.rows()
     assert len(rows) == 6 and all(r["success"] and r["png"] for r in rows)
@@ -94,7 +95,7 @@ def test_torn_final_line_is_skipped_and_repaired(tmp_path):
     with open(st.results, "a") as f:
         f.write('{"experiment": "e", "ima')
     assert len(st.rows()) == 1
-    st.repair()
+    st.trim()
     st.append([{"experiment": "e", "image_id": 2, "target": -1}])
     assert [r["image_id"] for r in st.rows()] == [1, 2]
     st.results.write_text('{"a": 1}\nnot json\n{"b": 2}\n')
@@ -161,13 +162,13 @@ def test_sweep_checks_its_inputs_like_attack(tmp_path):
     clf = toys.planted()  # 3 classes
     x = toys.random_images(4)
     load = lambda labels: lambda s, split: (x, np.asarray(labels), ("a", "b", "c", "d", "e"))
-    exp = [sweep.Experiment("planted", population=8, generations=2)]
+    exp = [sweep.Experiment("planted", ja.AttackConfig(population=8, generations=2))]
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
         sweep.run(exp, tmp_path / "a", images=4, load_model=lambda n: clf, progress=False,
                   load_data=load([0, 1, 4, 2]))
     with pytest.raises(ValueError, match="exceeds the"):
-        sweep.run([sweep.Experiment("planted", pixels=10**6)], tmp_path / "b", images=4,
-                  load_model=lambda n: clf, progress=False, load_data=load([0, 1, 2, 0]))
+        sweep.run([sweep.Experiment("planted", ja.AttackConfig(pixels=10**6))], tmp_path / "b",
+                  images=4, load_model=lambda n: clf, progress=False, load_data=load([0, 1, 2, 0]))
     # More processes than images: process 3 of 4 has no image and writes nothing.
     st = sweep.run(exp, tmp_path / "c", images=3, process=(3, 4), load_model=lambda n: clf,
                    progress=False, load_data=load([0, 1, 2, 0]))
@@ -185,4 +186,99 @@ def test_bad_sweep_arguments(tmp_path):
     with pytest.raises(ValueError, match="images must be >= 1"):
         sweep.run([], tmp_path, images=0)
     with pytest.raises(ValueError, match="pixels must be >= 1"):
-        sweep.Experiment("tiny", pixels=0)
+        sweep.grid(["tiny"], pixels=[0])
+
+
+_HOLD = """
+import sys, time
+from jaxattack.store import ResultStore
+shard = (int(sys.argv[2]), int(sys.argv[3]))
+with ResultStore(sys.argv[1], shard=shard).writing():
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def _holder(out, i=0, n=1):
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(out), str(i), str(n)],
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                            env=os.environ | {"PYTHONPATH": str(ROOT)})
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_one_writer_per_run_folder(tmp_path):
+    out = tmp_path / "run"
+    holder = _holder(out)
+    try:
+        with pytest.raises(store_mod.StoreLocked, match=f"run folder {out} is being written by "
+                                                        f"pid {holder.pid} on "):
+            with store_mod.ResultStore(out).writing():
+                pass
+        with pytest.raises(store_mod.StoreLocked):  # nor may a process of a multi-process job
+            with store_mod.ResultStore(out, shard=(1, 2)).writing():
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with store_mod.ResultStore(out).writing():  # released when the holder died
+        pass
+
+
+def test_processes_of_one_job_write_their_own_shards_at_once(tmp_path):
+    out = tmp_path / "run"
+    holder = _holder(out, 0, 2)
+    try:
+        with store_mod.ResultStore(out, shard=(1, 2)).writing() as st:
+            st.append([{"experiment": "e", "image_id": 1, "target": -1}])
+        with pytest.raises(store_mod.StoreLocked, match="pid"):  # the same shard twice
+            with store_mod.ResultStore(out, shard=(0, 2)).writing():
+                pass
+        with pytest.raises(store_mod.StoreLocked):  # a one-process run beside the job
+            with store_mod.ResultStore(out).writing():
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_second_sweep_on_the_same_folder_exits_1_and_writes_nothing(tmp_path, capsys):
+    from jaxattack import cli
+
+    out = tmp_path / "run"
+    holder = _holder(out)
+    try:
+        rc = cli.main(["sweep", "--models", str(ROOT / "tests" / "cli_model.py") + ":classifier",
+                       "--pixels", "1", "--population", "8", "--generations", "2", "--images",
+                       "2", "--out", str(out), "--no-progress"])
+    finally:
+        holder.kill()
+        holder.wait()
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and "\n" not in err and str(out) in err and f"pid {holder.pid}" in err
+    assert not (out / "results.jsonl").exists()
+
+
+def test_repair_quarantines_bad_lines_and_keeps_every_good_row(tmp_path, capsys):
+    from jaxattack import cli
+
+    out = tmp_path / "run"
+    st = store_mod.ResultStore(out)
+    good = [{"experiment": "e", "image_id": i, "target": -1} for i in range(4)]
+    st.append(good[:2])
+    with open(st.results, "ab") as f:
+        f.write(b'{"experiment": "e", "im\n[1, 2]\n')  # a corrupt row and a non-object
+    st.append(good[2:])
+    with open(st.results, "ab") as f:
+        f.write(b'{"torn": ')  # and a torn final line
+    with pytest.raises(ValueError, match=r"results.jsonl:3: corrupt row .*jaxattack repair"):
+        st.rows()
+    assert cli.main(["repair", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "results.jsonl: moved 3 bad line(s) to results.quarantine.jsonl" in printed
+    assert st.rows() == good
+    assert (out / "results.quarantine.jsonl").read_bytes() == (
+        b'{"experiment": "e", "im\n[1, 2]\n{"torn": \n')
+    assert [p.name for p in st.shards()] == ["results.jsonl"]  # quarantine is not a shard
+    assert store_mod.repair(out) == {"results.jsonl": 0}
+    assert cli.main(["repair", str(tmp_path / "nothing")]) == 1

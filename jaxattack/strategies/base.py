@@ -1,45 +1,84 @@
-"""The strategy interface: pure per-problem search steps, batched by the engine.
+"""The strategy protocol: pure, key-first search steps for *one* problem.
 
-A strategy is a frozen (hashable) dataclass with four methods, each for *one* problem;
-the engine vmaps them over slots. ``spec`` is the engine's ``SearchSpec`` (pixels,
-image shape, population, generations). Fitness is minimised.
+A strategy is a frozen (hashable) dataclass holding its static settings: the search
+``space`` (``codec.PixelSpace``: dims, bounds, the paper's start), the ``population``
+(candidates per generation), the budget in ``generations`` after the initial one, and
+``params``, an instance of its own frozen ``Params`` dataclass (defaults from the
+dataclass, help text in each field's ``metadata["help"]``). The engine vmaps the
+methods over slots and jits them; fitness is minimised.
 
-- ``empty(spec)``: a zero state (numpy pytree) for an empty slot.
-- ``ask(key, state, first, generation, spec) -> (candidates [N, D], pending)``: the
-  candidates to evaluate; ``first`` marks a fresh problem (draw the start).
-- ``tell(state, candidates, pending, fitness, first, spec) -> state``.
-- ``best(state) -> genes [D]``: the best candidate so far.
+- ``init(key) -> state``: the state of a fresh problem, before anything is evaluated
+  (a NamedTuple of arrays).
+- ``ask(key, state, generation) -> (candidates [population, dims], pending)``:
+  ``generation`` counts the generations evaluated so far, so ``0`` asks for the
+  initial population. ``pending`` is anything ``tell`` needs back (or None).
+- ``tell(state, candidates, pending, fitness, generation) -> state``.
+- ``best(state) -> genes [dims]``: the best candidate so far.
+
+Class attributes: ``name`` (the registry key), ``Params`` and ``min_population``.
+A new strategy is one file with such a class plus one line in ``strategies/__init__``;
+the shared tests then run on it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, ClassVar
 
 import jax.numpy as jnp
-import numpy as np
 
-from jaxattack import codec
+from jaxattack.codec import PixelSpace
+
+
+@dataclasses.dataclass(frozen=True)
+class NoParams:
+    """A strategy without parameters of its own."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Strategy:
-    name = "strategy"
+    """Base class: holds the static settings and checks them."""
 
-    def empty(self, spec) -> dict:
-        return {"population": np.zeros((spec.population, spec.dims), np.float32),
-                "fitness": np.full(spec.population, np.inf, np.float32)}
+    space: PixelSpace
+    population: int
+    generations: int
+    params: Any = None
+
+    name: ClassVar[str] = "strategy"
+    Params: ClassVar[type] = NoParams
+    min_population: ClassVar[int] = 1
+
+    def __post_init__(self):
+        if self.params is None:
+            object.__setattr__(self, "params", self.Params())
+        if not isinstance(self.params, self.Params):
+            raise TypeError(f"{self.name} takes params of type {self.Params.__name__}, got "
+                            f"{type(self.params).__name__}")
+        if self.population < self.min_population:
+            raise ValueError(f"population must be >= {self.min_population} for {self.name}, "
+                             f"got {self.population}")
+
+    @property
+    def dims(self) -> int:
+        return self.space.dims
+
+    def box(self):
+        """The gene bounds ``(lower, upper)`` as jax arrays."""
+        lo, hi = self.space.bounds()
+        return jnp.asarray(lo), jnp.asarray(hi)
+
+    def paper_start(self, key):
+        """The paper's initial population (coordinates uniform, colours N(128, 127))."""
+        return self.space.initial(key, self.population)
+
+    def init(self, key):
+        raise NotImplementedError
+
+    def ask(self, key, state, generation):
+        raise NotImplementedError
+
+    def tell(self, state, candidates, pending, fitness, generation):
+        raise NotImplementedError
 
     def best(self, state):
-        return state["population"][jnp.argmin(state["fitness"])]
-
-
-def box(spec):
-    """The gene bounds ``(lower, upper)`` of a spec as jax arrays."""
-    lo, hi = codec.bounds(spec.pixels, spec.height, spec.width, spec.channels)
-    return jnp.asarray(lo), jnp.asarray(hi)
-
-
-def paper_start(key, spec):
-    """The paper's initial population (coordinates uniform, colours N(128, 127))."""
-    return codec.initial_population(key, spec.population, spec.pixels, spec.height,
-                                    spec.width, spec.channels)
+        raise NotImplementedError

@@ -14,10 +14,10 @@ margin loss, as the paper does.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxattack.strategies.base import Strategy
 
@@ -35,41 +35,57 @@ def resample_fraction(p_init: float, used: jax.Array, budget: int) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class SparseRS(Strategy):
-    p_init: float = 0.3
-    name: str = "sparse-rs"
+class SparseRSParams:
+    p_init: float = dataclasses.field(default=0.3, metadata={
+        "help": "initial share of the k pixels resampled per step (halved on the paper's "
+                "schedule)"})
 
-    def empty(self, spec):
-        return {"best": np.zeros(spec.dims, np.float32), "best_fitness": np.float32(np.inf)}
+    def __post_init__(self):
+        if not 0 < self.p_init <= 1:
+            raise ValueError(f"p_init must lie in (0, 1], got {self.p_init}")
+
+
+class SparseRSState(NamedTuple):
+    best: jax.Array  # [D] the current set of k pixels
+    best_fitness: jax.Array  # [] its loss
+
+
+@dataclasses.dataclass(frozen=True)
+class SparseRS(Strategy):
+    name: ClassVar[str] = "sparse-rs"
+    Params: ClassVar[type] = SparseRSParams
+
+    def init(self, key) -> SparseRSState:
+        return SparseRSState(jnp.zeros(self.dims, jnp.float32), jnp.float32(jnp.inf))
 
     def best(self, state):
-        return state["best"]
+        return state.best
 
-    def _random(self, key, n, spec):
+    def _random(self, key, n):
         """``n`` random candidates: positions uniform, colours at cube vertices."""
-        k, c = spec.pixels, spec.channels
+        sp = self.space
         k_xy, k_c = jax.random.split(key)
-        xy = jax.random.uniform(k_xy, (n, k, 2)) * jnp.array([spec.width, spec.height],
-                                                             jnp.float32)
-        colour = jax.random.bernoulli(k_c, 0.5, (n, k, c)).astype(jnp.float32) * 255.5
+        xy = jax.random.uniform(k_xy, (n, sp.pixels, 2)) * jnp.array([sp.width, sp.height],
+                                                                     jnp.float32)
+        colour = jax.random.bernoulli(k_c, 0.5, (n, sp.pixels, sp.channels)).astype(
+            jnp.float32) * 255.5
         return jnp.concatenate([xy, colour], -1)
 
-    def ask(self, key, state, first, generation, spec):
-        n, k = spec.population, spec.pixels
+    def ask(self, key, state, generation):
+        n, k = self.population, self.space.pixels
         k_new, k_pick = jax.random.split(key)
-        fresh = self._random(k_new, n, spec)  # [n, k, 2 + C]
-        used = (generation + 1) * n
-        m = jnp.maximum(1, jnp.round(resample_fraction(self.p_init, used,
-                                                       spec.population * (spec.generations + 1))
-                                     * k)).astype(jnp.int32)
+        fresh = self._random(k_new, n)  # [n, k, 2 + C]
+        budget = self.population * (self.generations + 1)
+        frac = resample_fraction(self.params.p_init, generation * n, budget)
+        m = jnp.maximum(1, jnp.round(frac * k)).astype(jnp.int32)
         rank = jnp.argsort(jax.random.uniform(k_pick, (n, k)), axis=-1).argsort(-1)
         change = (rank < m)[..., None]  # m random pixels of each candidate
-        current = state["best"].reshape(k, -1)
+        current = state.best.reshape(k, -1)
         cands = jnp.where(change, fresh, current).reshape(n, -1)
-        return jnp.where(first, fresh.reshape(n, -1), cands), None
+        return jnp.where(generation == 0, fresh.reshape(n, -1), cands), None
 
-    def tell(self, state, cands, pending, fitness, first, spec):
+    def tell(self, state, cands, pending, fitness, generation):
         j = jnp.argmin(fitness)
-        better = (fitness[j] < state["best_fitness"]) | first
-        return {"best": jnp.where(better, cands[j], state["best"]),
-                "best_fitness": jnp.where(better, fitness[j], state["best_fitness"])}
+        better = (fitness[j] < state.best_fitness) | (generation == 0)
+        return SparseRSState(jnp.where(better, cands[j], state.best),
+                             jnp.where(better, fitness[j], state.best_fitness))

@@ -1,0 +1,190 @@
+"""The engine alone: scheduling, early stop, refill, padding, utilisation and sharding,
+with toy evaluation functions and no classifier."""
+
+import dataclasses
+from typing import ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxattack import engine, strategies
+from jaxattack.codec import PixelSpace
+from jaxattack.sharding import make_mesh
+
+SPACE = PixelSpace(1, 4, 4, 3)  # 5 genes
+
+
+@dataclasses.dataclass(frozen=True)
+class Clock(strategies.Strategy):
+    """Proposes candidates whose genes all equal the generation (0 = initial)."""
+
+    name: ClassVar[str] = "clock"
+
+    def init(self, key):
+        return jnp.zeros((), jnp.int32)
+
+    def ask(self, key, state, generation):
+        return jnp.full((self.population, self.dims), generation, jnp.float32), None
+
+    def tell(self, state, candidates, pending, fitness, generation):
+        return generation
+
+    def best(self, state):
+        return jnp.full(self.dims, state, jnp.float32)
+
+
+class StopAt(NamedTuple):
+    stop_at: np.ndarray  # int32: the generation after which the problem stops
+    hit_at: np.ndarray  # int32: the generation whose candidates succeed (-1 never)
+
+
+@dataclasses.dataclass(frozen=True)
+class StopAtEvaluator:
+    """Fitness = the generation; a hit at ``hit_at``, a stop after ``stop_at``."""
+
+    def prepare(self, params, problems):
+        return problems
+
+    def __call__(self, params, problems, candidates):
+        g = candidates[..., 0]  # [S, N]
+        hit = g == problems.hit_at[:, None].astype(jnp.float32)
+        return engine.Evaluation(params["scale"] * g, hit,
+                                 g[:, 0] >= problems.stop_at.astype(jnp.float32))
+
+
+class Goal(NamedTuple):
+    goal: np.ndarray  # f32 [D]
+
+
+@dataclasses.dataclass(frozen=True)
+class GoalEvaluator:
+    """Distance of each candidate to the problem's goal; stop within 0.5 of it."""
+
+    def prepare(self, params, problems):
+        return problems
+
+    def __call__(self, params, problems, candidates):
+        d = jnp.abs(candidates - problems.goal[:, None]).sum(-1)
+        return engine.Evaluation(d, d < 0.5, (d < 0.5).any(-1))
+
+
+@dataclasses.dataclass(frozen=True)
+class HitFromParams(StopAtEvaluator):
+    """A hit at the generation ``params["hit_at"]``."""
+
+    def __call__(self, params, problems, candidates):
+        ev = super().__call__(params, problems, candidates)
+        return ev._replace(hit=candidates[..., 0] == params["hit_at"])
+
+
+def _run(search, problems, keys, devices=1, slots=2, refill=True):
+    out = {}
+
+    def on_finished(rows, genes, found, generations, first_hit):
+        for i, r in enumerate(rows):
+            assert r not in out, "a problem finished twice"
+            out[int(r)] = (genes[i].tolist(), bool(found[i]), int(generations[i]),
+                           int(first_hit[i]))
+
+    stats = engine.run(search, {"scale": jnp.float32(1.0)}, keys, problems, on_finished,
+                       mesh=make_mesh(devices), num_slots=slots, refill=refill)
+    return out, stats
+
+
+def _clock(generations=6, population=3):
+    return engine.Search(Clock(SPACE, population, generations), StopAtEvaluator())
+
+
+def _stop_at_problems(n, seed=0):
+    rng = np.random.default_rng(seed)
+    stop = rng.integers(0, 9, n).astype(np.int32)  # some beyond the budget of 6
+    hit = np.where(rng.random(n) < 0.5, rng.integers(0, 5, n), -1).astype(np.int32)
+    return StopAt(stop, hit), np.zeros((n, 2), np.uint32)
+
+
+def test_known_generations_hits_and_queries():
+    problems, keys = _stop_at_problems(11)
+    out, stats = _run(_clock(), problems, keys, slots=3)
+    assert sorted(out) == list(range(11))  # every problem once, none lost in padding
+    for i, (genes, found, gens, first_hit) in out.items():
+        assert gens == min(problems.stop_at[i], 6)  # early stop, or the budget
+        ran = problems.hit_at[i] >= 0 and problems.hit_at[i] <= gens
+        assert found == ran and first_hit == (problems.hit_at[i] if ran else -1)
+        # the best successful candidate, else the strategy's best (the last generation)
+        assert genes == [float(problems.hit_at[i] if ran else gens)] * 5
+    assert stats.useful == sum(g + 1 for _, _, g, _ in out.values())  # queries / population
+    assert stats.problems == 11 and 0 < stats.utilisation <= 1
+
+
+def test_fixed_batches_compute_a_known_amount_and_refill_computes_less():
+    problems, keys = _stop_at_problems(12, seed=1)
+    fixed, s_fixed = _run(_clock(), problems, keys, slots=4, refill=False)
+    cont, s_cont = _run(_clock(), problems, keys, slots=4, refill=True)
+    assert fixed == cont
+    evaluated = np.minimum(problems.stop_at, 6) + 1
+    assert s_fixed.computed == sum(4 * evaluated[i:i + 4].max() for i in range(0, 12, 4))
+    assert s_cont.useful == s_fixed.useful == evaluated.sum()
+    assert s_cont.computed < s_fixed.computed
+
+
+@pytest.mark.parametrize("devices,slots", [(1, 1), (1, 5), (2, 2), (2, 6), (8, 8), (8, 16)])
+def test_results_do_not_depend_on_slots_devices_or_order(devices, slots):
+    """A random strategy on goal problems: per-problem keys make every result the same
+    whatever the batching, and the same as the problem alone."""
+    n = 13
+    goals = np.random.default_rng(2).uniform(0, 4, (n, 5)).astype(np.float32)
+    keys = np.asarray(jax.random.split(jax.random.PRNGKey(0), n))
+    search = engine.Search(strategies.build("de", SPACE, 8, 5), GoalEvaluator())
+    ref, _ = _run(search, Goal(goals), keys)
+    got, _ = _run(search, Goal(goals), keys, devices=devices, slots=slots)
+    assert got == ref
+    perm = np.random.default_rng(3).permutation(n)
+    moved, _ = _run(search, Goal(goals[perm]), keys[perm], devices=devices, slots=slots)
+    assert {int(perm[i]): v for i, v in moved.items()} == ref
+    alone, _ = _run(search, Goal(goals[4:5]), keys[4:5], slots=1)
+    assert alone[0] == ref[4]
+
+
+def test_params_reach_the_evaluation_function_without_recompiling():
+    """The same search with other params (the model's weights) runs the same program."""
+    problems, keys = _stop_at_problems(4)
+    problems = problems._replace(stop_at=np.full(4, 9, np.int32), hit_at=np.full(4, -1, np.int32))
+    search = engine.Search(Clock(SPACE, 3, 6), HitFromParams())
+    first, misses = {}, []
+    for at in (2, 4):
+        def keep(rows, genes, found, gens, first_hit, at=at):
+            first[at] = first_hit.tolist()
+        engine.run(search, {"scale": jnp.float32(1), "hit_at": jnp.float32(at)}, keys,
+                   problems, keep, mesh=make_mesh(1), num_slots=4)
+        misses.append(engine._programs.cache_info().misses)
+    assert misses[0] == misses[1]  # no new program for new params
+    assert first[2] == [2] * 4 and first[4] == [4] * 4
+
+
+def test_empty_queue_runs_nothing():
+    stats = engine.run(_clock(), {"scale": jnp.float32(1)}, np.zeros((0, 2), np.uint32),
+                       StopAt(np.zeros(0, np.int32), np.zeros(0, np.int32)),
+                       lambda *a: pytest.fail("nothing to finish"), mesh=make_mesh(1),
+                       num_slots=2)
+    assert stats.problems == stats.computed == 0
+
+
+def test_a_generation_needs_no_communication():
+    import re
+
+    problems, _ = _stop_at_problems(16)
+    eng = engine.Engine(_clock(), {"scale": jnp.float32(1)}, make_mesh(8), 16, problems)
+    hlo = eng._evolve.lower(eng.slots, eng.params, np.int32(1)).compile().as_text()
+    assert "while" in hlo
+    assert not re.search(r"all-reduce|all-gather|all-to-all|collective-permute|reduce-scatter",
+                         hlo)
+
+
+def test_default_slots():
+    one = make_mesh(1)
+    assert engine.default_slots(400, 100, one) == 1  # CPU: one population per device
+    assert engine.default_slots(20, 100, one) == 20
+    assert engine.default_slots(20, 3, one) == 3  # never more slots than problems
+    assert engine.default_slots(400, 100, make_mesh(8), batch_size=5) == 8  # device multiple
