@@ -121,23 +121,20 @@ def groups(rows: Iterable[dict]) -> list[tuple[dict, list[dict]]]:
 def classes_reached(rows: Iterable[dict]) -> dict[tuple, tuple[bool, int]]:
     """Per attacked image ``(experiment, seed, image_id)``: ``(clean_correct, distinct
     classes it was successfully pushed to)``."""
-    rows = list(rows)
-    keys = {}
-    for r in rows:
-        keys.setdefault((r.get("experiment"), r.get("seed"), r["image_id"]), len(keys))
-    if not rows:
-        return {}
     c = stats.columns(rows)
-    _, reached, ok = stats.classes_reached(c["image"], c["adv_class"], c["success"],
-                                           c["clean_correct"])
-    # stats numbers images in sorted order of their keys; map back to the keys
-    order = sorted(keys, key=repr)
-    return {k: (bool(ok[i]), int(reached[i])) for i, k in enumerate(order)}
+    idx, reached, ok = stats.classes_reached(c["image"], c["adv_class"], c["success"],
+                                             c["clean_correct"])
+    return {c["image_keys"][i]: (bool(o), int(n)) for i, n, o in zip(idx, reached, ok,
+                                                                    strict=True)}
+
+
+PER_IMAGE = ("fooled_any_rate", "mean_classes_reached", "max_classes_reached")
 
 
 def _aggregate(fields: dict, rows: list[dict]) -> dict:
     s = stats.summary(stats.columns(rows), empty=None)
-    all_targets = fields["mode"] == "all-targets"
+    if fields["mode"] != "all-targets":  # per-image statistics mean something only there
+        s |= dict.fromkeys(PER_IMAGE)
     return fields | {
         "experiments": len({r.get("experiment") for r in rows}),
         "seeds": sorted({r["seed"] for r in rows if r.get("seed") is not None}),
@@ -146,12 +143,8 @@ def _aggregate(fields: dict, rows: list[dict]) -> dict:
         "n_clean_correct": len({r["image_id"] for r in rows if r["clean_correct"]}),
         "n_problems_clean_correct": s["problems_clean_correct"],
         "n_successes": s["successes"],
-        **{k: s[k] for k in ("success_rate", "fooled_any_rate", "mean_classes_reached",
-                             "max_classes_reached") if k == "success_rate" or all_targets},
-        **{k: None for k in ("fooled_any_rate", "mean_classes_reached", "max_classes_reached")
-           if not all_targets},
-        **{k: s[k] for k in ("mean_adv_confidence", "mean_queries", "mean_generations",
-                             "search_not_verified")},
+        **{k: s[k] for k in ("success_rate", *PER_IMAGE, "mean_adv_confidence",
+                             "mean_queries", "mean_generations", "search_not_verified")},
     }
 
 

@@ -23,10 +23,16 @@ def memoize(maxsize: int):
     return wrap
 
 
+def registered(table: dict) -> dict:
+    """A module-level dict that :func:`clear_caches` empties too."""
+    _CACHES.append(table)
+    return table
+
+
 def clear_caches() -> None:
     """Forget every cached program (and the classifiers they hold), and JAX's own caches."""
     import jax
 
     for cached in _CACHES:
-        cached.cache_clear()
+        cached.cache_clear() if hasattr(cached, "cache_clear") else cached.clear()
     jax.clear_caches()

@@ -33,7 +33,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from jaxattack.caches import memoize
+from jaxattack.caches import memoize, registered
 from jaxattack.sharding import AXIS, round_up
 from jaxattack.strategies import Strategy
 
@@ -109,6 +109,7 @@ class RunStats:
     useful: int = 0
     computed: int = 0
     seconds: float = 0.0
+    resized: int = 0  # times the tail moved to an engine with fewer slots
 
     @property
     def utilisation(self) -> float:
@@ -211,8 +212,38 @@ def _programs(search: Search, mesh: Mesh):
                  in_specs=(P(AXIS), P(), P(AXIS), P(AXIS), P(AXIS)), out_specs=P(AXIS))
     fresh = shard(functools.partial(_fresh, search),
                   in_specs=(P(), P(AXIS), P(AXIS), P(AXIS)), out_specs=P(AXIS))
+    place = shard(_select, in_specs=(P(AXIS), P(AXIS), P(AXIS)), out_specs=P(AXIS))
     return (jax.jit(evolve, donate_argnums=0), jax.jit(load, donate_argnums=0),
-            jax.jit(functools.partial(_view, search.strategy)), jax.jit(fresh))
+            jax.jit(functools.partial(_view, search.strategy)), jax.jit(fresh),
+            jax.jit(place, donate_argnums=2))
+
+
+# The evolve program compiled ahead of time per (search, mesh, slot count, argument
+# types), with its measured compile time in seconds.
+_EXECUTABLES: dict = registered({})
+MAX_EXECUTABLES = 32
+
+
+def _signature(tree) -> tuple:
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((a.shape, a.dtype, a.sharding) for a in leaves)
+
+
+def _compiled_evolve(search: Search, mesh: Mesh, slots, params):
+    key = (search, mesh, slots.key.shape[0], _signature(slots), _signature(params))
+    if key not in _EXECUTABLES:
+        while len(_EXECUTABLES) >= MAX_EXECUTABLES:
+            _EXECUTABLES.pop(next(iter(_EXECUTABLES)))
+        t0 = time.perf_counter()
+        exe = _programs(search, mesh)[0].lower(slots, params, jnp.int32(1)).compile()
+        _EXECUTABLES[key] = exe, time.perf_counter() - t0
+    return _EXECUTABLES[key]
+
+
+def compile_seconds(search: Search, mesh: Mesh, num_slots: int) -> float | None:
+    """The measured compile time of ``search`` at ``num_slots`` slots, None if not compiled."""
+    times = [v[1] for k, v in _EXECUTABLES.items() if k[:3] == (search, mesh, num_slots)]
+    return times[0] if times else None
 
 
 # ----------------------------------------------------------------------------- host side
@@ -234,10 +265,12 @@ class Engine:
         self.search, self.mesh, self.num_slots = search, mesh, num_slots
         self.sharding = NamedSharding(mesh, P(AXIS))
         self.params = jax.device_put(params, NamedSharding(mesh, P()))
-        self._evolve, self._load, self._view, fresh = _programs(search, mesh)
+        self._evolve, self._load, self._view, fresh, self._place = _programs(search, mesh)
         zeros = jax.tree.map(lambda a: np.zeros((num_slots, *a.shape[1:]), a.dtype), template)
         self.slots = fresh(self.params, *self._put(np.zeros((num_slots, 2), np.uint32), zeros,
                                                    np.zeros(num_slots, bool)))
+        self._exe, self.compile_seconds = _compiled_evolve(search, mesh, self.slots,
+                                                           self.params)
 
     def _put(self, *trees):
         return jax.device_put(trees, self.sharding)
@@ -251,17 +284,53 @@ class Engine:
 
         Returns the slots' view and the slot-generations computed.
         """
-        self.slots, steps = self._evolve(self.slots, self.params, jnp.int32(min_finished))
+        self.slots, steps = self._exe(self.slots, self.params, jnp.int32(min_finished))
         view = SlotView(*jax.device_get(self._view(self.slots)))
         return view, int(np.asarray(steps).sum()) * (self.num_slots // steps.shape[0])
+
+    def moved(self, rows: np.ndarray, num_slots: int, template) -> Engine:
+        """A new engine of ``num_slots`` slots holding these slots' ``rows`` first (their
+        whole search state: a problem's result does not depend on where it runs)."""
+        other = Engine(self.search, self.params, self.mesh, num_slots, template)
+        picked = np.zeros(num_slots, np.int64)
+        picked[: len(rows)] = rows
+        state = jax.tree.map(lambda a: np.asarray(a)[picked], jax.device_get(self.slots))
+        mask = np.arange(num_slots) < len(rows)
+        other.slots = other._place(*self._put(mask), self._put(state)[0], other.slots)
+        return other
 
 
 OnFinished = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
 
 
+def ladder(num_slots: int, devices: int) -> list[int]:
+    """The slot counts the tail may shrink to: ``devices`` times 1, 2, 3, 4, 6, 8, 12, 16,
+    ... (each at most 1.5x the one below it, past 2), up to ``num_slots``."""
+    per, m, out = num_slots // devices, 1, set()
+    while m < per:
+        out |= {m, 3 * m // 2} if m > 1 else {1}
+        m *= 2
+    return sorted(d * devices for d in out | {per} if d <= per)
+
+
+def _tail_size(active: int, current: int, sizes: list[int], policy, remaining: int,
+               step_s: float | None, compile_s: float | None) -> int:
+    """The slot count to move ``active`` problems to (``current``: stay). ``"auto"`` moves
+    only when the slot-generations saved (at most ``remaining`` generations, at the
+    measured ``step_s`` seconds per slot-generation) outweigh twice the compile time of
+    the smaller program (``compile_s``; 0 when it is compiled already)."""
+    size = next(n for n in sizes if n >= active)
+    if size >= current or not policy:
+        return current
+    if policy == "auto" and (step_s is None or
+                             (current - size) * remaining * step_s < 2 * (compile_s or 0.0)):
+        return current
+    return size
+
+
 def run(search: Search, params, keys: np.ndarray, problems, on_finished: OnFinished, *,
         mesh: Mesh, num_slots: int, progress: bool = False, desc: str | None = None,
-        refill: bool = True) -> RunStats:
+        refill: bool = True, shrink: bool | str = "auto") -> RunStats:
     """Search a queue of problems (rows of ``keys`` and of every leaf of ``problems``).
 
     Slots are refilled as problems finish, until the queue drains. For each batch of
@@ -270,20 +339,30 @@ def run(search: Search, params, keys: np.ndarray, problems, on_finished: OnFinis
     generation of the first success (0 = the initial population; -1 if none). The
     progress bar's ``hits`` are the searches' own successes. ``refill=False`` runs fixed
     batches instead (each batch until its last problem finishes; for comparison).
+
+    Once the queue has drained, ``shrink`` moves the problems still searching into an
+    engine with fewer slots (``ladder``), so that finished problems are not computed
+    along: ``"auto"`` when the work saved outweighs compiling the smaller program,
+    ``True`` whenever a smaller size fits, ``False`` never. Results are the same either
+    way (per-problem keys); only the order of the ``on_finished`` calls changes.
     """
     total, S = len(keys), num_slots
     stats = RunStats(problems=total)
     if not total:
         return stats
     engine = Engine(search, params, mesh, S, problems)
-    per_dev = S // mesh.devices.size
+    devices = mesh.devices.size
+    sizes = ladder(S, devices)
     in_slot = np.full(S, -1)
+    evaluated = np.zeros(S, np.int64)
     queued = hits = 0
     bar = tqdm(total=total, unit="problem", disable=not progress, file=sys.stderr, desc=desc,
                dynamic_ncols=True, smoothing=0.1)
     t0 = time.perf_counter()
+    step_s = None  # measured seconds per slot-generation
     with bar:
         while (in_slot >= 0).any() or queued < total:
+            S = engine.num_slots
             free = np.flatnonzero(in_slot < 0)[: total - queued]
             if not refill and (in_slot >= 0).any():
                 free = free[:0]  # fixed batches: load only into an empty engine
@@ -294,19 +373,42 @@ def run(search: Search, params, keys: np.ndarray, problems, on_finished: OnFinis
                 place = np.zeros(S, np.int64)
                 place[free] = rows
                 engine.load(mask, keys[place], _take(problems, place))
-                in_slot[free], queued = rows, queued + free.size
-            # Return to the host for a refill once some slots finish; at the end, run out.
-            view, computed = engine.evolve(max(1, per_dev // 8) if queued < total and refill
-                                           else per_dev)
+                in_slot[free], evaluated[free], queued = rows, 0, queued + free.size
+            left = np.flatnonzero(in_slot >= 0)
+            if queued == total and shrink and left.size:  # the tail: fewer slots?
+                size = next(n for n in sizes if n >= left.size)
+                remaining = search.strategy.generations + 1 - int(evaluated[left].min())
+                compiled = compile_seconds(search, mesh, size)
+                cost = engine.compile_seconds if compiled is None else 0.0
+                size = _tail_size(left.size, S, sizes, shrink, remaining, step_s, cost)
+                if size < S:
+                    engine = engine.moved(left, size, problems)
+                    in_slot = np.r_[in_slot[left], np.full(size - left.size, -1)]
+                    evaluated = np.r_[evaluated[left], np.zeros(size - left.size, np.int64)]
+                    stats.resized += 1
+                    S = size
+            # Return to the host for a refill once some slots finish; in the tail, once
+            # enough have finished for the next smaller engine, or when all have.
+            active = int((in_slot >= 0).sum())
+            if queued < total and refill:
+                wait = max(1, S // devices // 8)
+            elif shrink and active > sizes[0]:
+                below = max(n for n in sizes if n < active)
+                wait = max(1, -(-(active - below) // devices))
+            else:
+                wait = S // devices
+            t_step = time.perf_counter()
+            view, computed = engine.evolve(wait)
+            step_s = (time.perf_counter() - t_step) / max(computed, 1)
+            evaluated = view.evaluated.astype(np.int64)
             stats.computed += computed
             done = np.flatnonzero((in_slot >= 0) & ~view.active)
             if done.size:
                 on_finished(in_slot[done], view.genes[done], view.found[done],
-                            view.evaluated[done].astype(np.int64) - 1,
-                            view.first_hit[done].astype(np.int64))
+                            evaluated[done] - 1, view.first_hit[done].astype(np.int64))
             in_slot[done] = -1
             hits += int(view.found[done].sum())
-            stats.useful += int(view.evaluated[done].sum())
+            stats.useful += int(evaluated[done].sum())
             bar.update(done.size)
             if progress and bar.n:
                 rate = stats.useful * search.population / max(time.perf_counter() - t0, 1e-9)

@@ -18,19 +18,21 @@ FIELDS = ("success", "clean_correct", "image", "adv_class", "label", "prob_adv_a
 
 
 def columns(rows: Iterable[Mapping], image_key=("experiment", "seed", "image_id")) -> dict:
-    """Stored rows as the columns of :func:`summary`; ``image`` identifies an attacked
-    image by the ``image_key`` fields (an image once per experiment, so once per seed)."""
+    """Stored rows as the columns of :func:`summary`. ``image`` numbers the attacked
+    images (by the ``image_key`` fields: an image once per experiment, so once per seed)
+    in order of first appearance; ``image_keys`` lists their keys."""
     rows = list(rows)
     keys = [tuple(r.get(f) for f in image_key) for r in rows]
-    _, image = np.unique(np.array([repr(k) for k in keys] or [""]), return_inverse=True)
+    number = {k: i for i, k in enumerate(dict.fromkeys(keys))}
     col = {f: np.array([r[src] for r in rows]) for f, src in (
         ("success", "success"), ("clean_correct", "clean_correct"),
         ("adv_class", "adv_class"), ("label", "label"), ("queries", "queries"),
         ("prob_adv_after", "prob_adv_after"), ("generations", "generations_used"))}
     col["search_success"] = np.array([bool(r.get("search_success")) for r in rows])
-    col["image"] = image[: len(rows)]
-    return {k: v.astype(bool) if k in ("success", "clean_correct") else v
-            for k, v in col.items()}
+    col["image"] = np.array([number[k] for k in keys], np.int64)
+    col = {k: v.astype(bool) if k in ("success", "clean_correct") else v
+           for k, v in col.items()}
+    return col | {"image_keys": list(number)}
 
 
 def _mean(x: np.ndarray, empty=float("nan")):

@@ -79,7 +79,7 @@ class HitFromParams(StopAtEvaluator):
         return ev._replace(hit=candidates[..., 0] == params["hit_at"])
 
 
-def _run(search, problems, keys, devices=1, slots=2, refill=True):
+def _run(search, problems, keys, devices=1, slots=2, refill=True, shrink=False):
     out = {}
 
     def on_finished(rows, genes, found, generations, first_hit):
@@ -89,7 +89,8 @@ def _run(search, problems, keys, devices=1, slots=2, refill=True):
                            int(first_hit[i]))
 
     stats = engine.run(search, {"scale": jnp.float32(1.0)}, keys, problems, on_finished,
-                       mesh=make_mesh(devices), num_slots=slots, refill=refill)
+                       mesh=make_mesh(devices), num_slots=slots, refill=refill,
+                       shrink=shrink)
     return out, stats
 
 
@@ -188,3 +189,40 @@ def test_default_slots():
     assert engine.default_slots(20, 100, one) == 20
     assert engine.default_slots(20, 3, one) == 3  # never more slots than problems
     assert engine.default_slots(400, 100, make_mesh(8), batch_size=5) == 8  # device multiple
+
+
+def test_ladder_of_slot_counts():
+    assert engine.ladder(20, 1) == [1, 2, 3, 4, 6, 8, 12, 16, 20]
+    assert engine.ladder(48, 2) == [2, 4, 6, 8, 12, 16, 24, 32, 48]
+    assert engine.ladder(16, 8) == [8, 16] and engine.ladder(1, 1) == [1]
+
+
+@pytest.mark.parametrize("devices", [1, 2])
+def test_the_tail_shrinks_without_changing_any_result(devices):
+    """20 problems, 16 done after 3 generations and 4 searching to the end of a budget of
+    100: without shrinking 16 of 20 slots are carried along for 98 generations."""
+    stop = np.full(20, 2, np.int32)
+    stop[[3, 11, 12, 18]] = 999
+    problems = StopAt(stop, np.where(np.arange(20) % 4 == 0, 1, -1).astype(np.int32))
+    keys = np.zeros((20, 2), np.uint32)
+    search = _clock(generations=100, population=2)
+    runs = {policy: _run(search, problems, keys, devices=devices, slots=20, shrink=policy)
+            for policy in (False, True, "auto")}
+    assert runs[True][0] == runs[False][0] == runs["auto"][0]  # every problem's result
+    useful = 16 * 3 + 4 * 101
+    assert runs[False][1].useful == runs[True][1].useful == useful
+    assert runs[False][1].computed == 20 * 101 and runs[False][1].resized == 0
+    assert runs[True][1].resized >= 1 and runs[True][1].utilisation >= 0.9
+
+
+def test_auto_shrinks_only_when_the_saving_outweighs_compiling():
+    sizes = engine.ladder(20, 1)
+    # 17 slots x 98 generations x 1 ms saved vs a 0.1 s compile: move 3 problems to 3 slots
+    assert engine._tail_size(3, 20, sizes, "auto", 98, 1e-3, 0.1) == 3
+    # 2 generations left: not worth a 1 s compile, but worth a compiled program
+    assert engine._tail_size(3, 20, sizes, "auto", 2, 1e-3, 1.0) == 20
+    assert engine._tail_size(3, 20, sizes, "auto", 2, 1e-3, 0.0) == 3
+    assert engine._tail_size(3, 20, sizes, True, 2, 1e-3, 1.0) == 3
+    assert engine._tail_size(3, 20, sizes, False, 98, 1e-3, 0.0) == 20
+    assert engine._tail_size(3, 20, sizes, "auto", 98, None, 0.0) == 20  # nothing measured
+    assert engine._tail_size(19, 20, sizes, True, 98, 1e-3, 0.0) == 20  # no smaller size fits
