@@ -195,7 +195,8 @@ def attack(
     engine.run(search, classifier.params, problems.keys(config.seed, ids[img_idx], tgt),
                problems.image_problems(x, y, img_idx, tgt), out, mesh=mesh,
                num_slots=engine.default_slots(config.population, len(img_idx), mesh,
-                                              config.batch_size),
+                                              config.batch_size,
+                                              search.evaluate.bytes_per_candidate()),
                progress=progress)
     done = out.finished(img_idx, ids[img_idx], y[img_idx], tgt)
     return verify(classifier, config, x, before, done, seconds=time.perf_counter() - start)

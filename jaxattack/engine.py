@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -116,15 +117,35 @@ class RunStats:
         return self.useful / max(self.computed, 1)
 
 
+def memory_budget(device: jax.Device) -> int:
+    """Bytes one device may spend on a batch of candidates: half an accelerator's memory
+    (``memory_stats``; 16 GiB when it says nothing), a quarter of the host's for CPUs."""
+    if device.platform == "cpu":
+        host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return host // 4 // max(1, len(jax.local_devices(backend="cpu")))
+    stats = device.memory_stats() or {}
+    return int(stats.get("bytes_limit", 16 << 30)) // 2
+
+
 def default_slots(population: int, num_problems: int, mesh: Mesh,
-                  batch_size: int | None = None) -> int:
-    """Slots for ``batch_size`` problems, or the per-platform default, over ``mesh``."""
+                  batch_size: int | None = None, bytes_per_candidate: int = 0) -> int:
+    """Slots for ``batch_size`` problems, or the per-platform default, over ``mesh``.
+
+    The default evaluates ``AUTO_CANDIDATES_PER_DEVICE`` candidates per device (one
+    population of 400 on a CPU, 32,768 on an accelerator), fewer when that many would
+    not fit the device's ``memory_budget`` at ``bytes_per_candidate`` (the evaluation
+    function's estimate: large images, large models, cached activations); at least one
+    slot per device, never more slots than problems.
+    """
     devices = mesh.devices.size
     if batch_size is not None:
         return round_up(batch_size, devices)
-    platform = mesh.devices.flat[0].platform
-    per_device = AUTO_CANDIDATES_PER_DEVICE.get(platform, AUTO_CANDIDATES_PER_ACCELERATOR)
-    return min(max(1, per_device // population) * devices, round_up(num_problems, devices))
+    device = mesh.devices.flat[0]
+    candidates = AUTO_CANDIDATES_PER_DEVICE.get(device.platform, AUTO_CANDIDATES_PER_ACCELERATOR)
+    if bytes_per_candidate:
+        candidates = min(candidates, memory_budget(device) // bytes_per_candidate)
+    per_device = max(1, candidates // population)
+    return min(per_device * devices, round_up(num_problems, devices))
 
 
 # ----------------------------------------------------------------------------- device side

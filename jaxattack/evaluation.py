@@ -9,8 +9,11 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from jaxattack import codec, objective
+from jaxattack.caches import memoize
 from jaxattack.classifier import Classifier
 from jaxattack.engine import Evaluation
 from jaxattack.problems import ImageProblem
@@ -28,6 +31,12 @@ class DenseEvaluator:
     def prepare(self, params, problems: ImageProblem) -> ImageProblem:
         return problems
 
+    def bytes_per_candidate(self) -> int:
+        """Estimated device memory per candidate: its painted image and three times the
+        largest per-image value of the forward pass (a layer's input, output, workspace)."""
+        shape = (self.space.height, self.space.width, self.space.channels)
+        return int(np.prod(shape)) + 3 * per_image_bytes(self.classifier, shape)
+
     def probs(self, params, problems: ImageProblem, candidates):
         """Probabilities ``[S, N, K]`` of the painted candidates ``[S, N, D]``."""
         pix = self.space.decode(candidates)
@@ -42,3 +51,27 @@ class DenseEvaluator:
         return Evaluation(objective.fitness(probs, label, target, self.loss),
                           objective.success(probs, label, target),
                           objective.should_stop(probs, label, target, self.early_stop).any(-1))
+
+
+def _sizes(jaxpr, out: list[int]) -> list[int]:
+    """Bytes of every value a jaxpr (and the jaxprs inside it) computes, in order."""
+    for eqn in jaxpr.eqns:
+        out += [v.aval.size * v.aval.dtype.itemsize if hasattr(v.aval, "shape") else 0
+                for v in eqn.outvars]
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, list | tuple) else [param]:
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    _sizes(inner, out)
+    return out
+
+
+@memoize(32)
+def per_image_bytes(classifier: Classifier, image_shape: tuple) -> int:
+    """The largest value the forward pass computes per image: traced (not run) at
+    batches of 1 and 2, so weights and other batch-independent values do not count."""
+    def sizes(batch):
+        x = jax.ShapeDtypeStruct((batch, *image_shape), jnp.uint8)
+        return _sizes(jax.make_jaxpr(classifier.probs)(classifier.params, x).jaxpr, [])
+
+    return max([b - a for a, b in zip(sizes(1), sizes(2), strict=True)] or [0])

@@ -250,7 +250,8 @@ def _run_group(store, done, clf, mesh, search, exps, x, y, ids, before, writing,
     names = sorted({f"k={e.config.pixels} {e.config.mode}" for e in exps})
     engine.run(search, clf.params, keys, problems.image_problems(x, y, img, tgt), finished,
                mesh=mesh, num_slots=engine.default_slots(search.population, img.size, mesh,
-                                                         batch_size),
+                                                         batch_size,
+                                                         search.evaluate.bytes_per_candidate()),
                progress=progress and sys.stderr is not None,
                desc=f"{exps[0].model} {', '.join(names)}")
     writer.flush()

@@ -226,3 +226,23 @@ def test_auto_shrinks_only_when_the_saving_outweighs_compiling():
     assert engine._tail_size(3, 20, sizes, False, 98, 1e-3, 0.0) == 20
     assert engine._tail_size(3, 20, sizes, "auto", 98, None, 0.0) == 20  # nothing measured
     assert engine._tail_size(19, 20, sizes, True, 98, 1e-3, 0.0) == 20  # no smaller size fits
+
+
+def test_default_slots_fit_the_memory_budget(monkeypatch):
+    monkeypatch.setattr(engine, "memory_budget", lambda device: 10**9)
+    one = make_mesh(1)
+    assert engine.default_slots(20, 1000, one, bytes_per_candidate=10**7) == 5  # 100 cands
+    assert engine.default_slots(400, 1000, one, bytes_per_candidate=10**8) == 1  # at least 1
+    assert engine.default_slots(20, 1000, one, bytes_per_candidate=10**3) == 20  # the rule
+
+
+def test_the_memory_estimate_grows_with_the_image():
+    import jaxattack as ja
+    from tests import toys
+
+    clf = toys.small_cnn()
+    small, large = (ja.AttackConfig().search(clf, (h, h, 3)).evaluate.bytes_per_candidate()
+                    for h in (32, 224))
+    assert 40 < large / small < 60  # (224 / 32)^2 = 49: activations scale with the pixels
+    # the largest per-image value of the small CNN is its first conv's output, 8 x H x W f32
+    assert small == 32 * 32 * 3 + 3 * 32 * 32 * 8 * 4
