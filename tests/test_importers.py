@@ -441,3 +441,27 @@ def test_fixtures_are_small():
     for f in mf.HERE.iterdir():
         size = sum(p.stat().st_size for p in f.rglob("*")) if f.is_dir() else f.stat().st_size
         assert size < 300_000, f"{f.name} is {size} bytes"
+
+
+@needs_torch
+def test_torch_route_under_the_engine_on_2_devices_does_not_hang():
+    """jax.pure_callback hangs under shard_map over 2 XLA:CPU devices once its input is
+    ~100 KB (jax 0.10.2); from_torch's own callback primitive must not. In a subprocess,
+    so that a hang fails the test instead of stalling the suite."""
+    import subprocess
+    import sys
+
+    code = (
+        "import jax, warnings; jax.config.update('jax_num_cpu_devices', 2)\n"
+        "import numpy as np, jaxattack as ja\n"
+        "from jaxattack import data, models\n"
+        "from tests.fixtures import make_fixtures as mf\n"
+        "warnings.simplefilter('ignore')\n"
+        "clf = models.from_torch(mf.load_torch_cnn(), mean='cifar10', std='cifar10')\n"
+        "x, y, _ = data.load('sample', limit=4)\n"
+        "r = ja.attack(clf, x, y, ja.AttackConfig(population=100, generations=2), devices=2)\n"
+        "print('ok', len(r.success))\n")
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, env=env, cwd=mf.ROOT)
+    assert out.returncode == 0 and "ok 4" in out.stdout, out.stderr[-2000:]

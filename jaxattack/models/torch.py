@@ -1,9 +1,10 @@
-"""Any PyTorch module as a jaxattack classifier, through ``jax.pure_callback``.
+"""Any PyTorch module as a jaxattack classifier, through a host callback.
 
     clf = models.from_torch(net, mean="cifar10", std="cifar10")   # NCHW, 0..1
 
 The zero-dependency route (torch itself is the only requirement): the jitted attack
-calls back into PyTorch on the host for every forward batch. So there is no XLA fusion,
+calls back into PyTorch on the host for every forward batch (``jax.pure_callback``'s
+mechanism, without its copy to device 0, see :func:`host_call`). So there is no XLA fusion,
 no accelerator and no sharding benefit: under ``shard_map`` every device's shard calls
 the same host function. For speed export the model to ONNX and use
 :func:`jaxattack.models.from_onnx`. The module is put in eval mode and runs under
@@ -28,6 +29,65 @@ HOST_WARNING = (
     "jax.pure_callback, so there is no XLA fusion, no accelerator and no sharding benefit; "
     "for speed export the model to ONNX (torch.onnx.export(..., dynamo=True)) and use "
     "models.from_onnx")
+
+
+def _make_host_primitive():
+    """A callback primitive whose host function gets XLA's numpy buffers directly.
+
+    ``jax.pure_callback`` first ``device_put``s its arguments onto CPU device 0; under
+    ``shard_map`` over several XLA:CPU devices, with arguments of ~100 KB and more, that
+    copy waits for the devices that are themselves waiting for the callback, and the
+    program hangs (jax 0.10.2; the engine's batches are MBs). This primitive lowers
+    through the same ``emit_python_callback`` without that copy. ``None`` if JAX's
+    internals moved: :func:`host_call` then falls back to ``jax.pure_callback``.
+    """
+    try:
+        from jax._src import callback as jcb
+        from jax._src import core as jcore
+        from jax._src.interpreters import batching, mlir
+
+        emit, op_sharding = jcb.emit_python_callback, jcb._callback_op_sharding
+    except (ImportError, AttributeError):
+        return None
+    prim = jcore.Primitive("jaxattack_host_forward")
+
+    def abstract(x, *, fn, k):
+        return jcore.ShapedArray(x.shape[:-3] + k, jnp.float32)
+
+    def impl(x, *, fn, k):
+        return jnp.asarray(fn(np.asarray(x)), jnp.float32)
+
+    def lower(ctx, x, *, fn, k):
+        def callback(arr):
+            return (np.asarray(fn(arr), np.float32),)
+
+        sharding = op_sharding(ctx.module_context.axis_context, None, ctx.avals_out)
+        out, _, _ = emit(ctx, callback, None, [x], ctx.avals_in, ctx.avals_out,
+                         has_side_effect=False, returns_token=False, sharding=sharding)
+        return out
+
+    def batch(args, dims, *, fn, k):  # fn maps any leading axes
+        (x,), (d,) = args, dims
+        if d is None or isinstance(d, batching.NotMapped):
+            return prim.bind(x, fn=fn, k=k), d
+        return prim.bind(jnp.moveaxis(x, d, 0), fn=fn, k=k), 0
+
+    prim.def_abstract_eval(abstract)
+    prim.def_impl(impl)
+    mlir.register_lowering(prim, lower, cacheable=False)
+    batching.primitive_batchers[prim] = batch
+    return prim
+
+
+_HOST_P = _make_host_primitive()
+
+
+def host_call(fn, x: jax.Array, k: int) -> jax.Array:
+    """``fn(numpy float32[..., C, H, W]) -> [..., k]`` on the host, from traced code."""
+    if _HOST_P is not None:
+        return _HOST_P.bind(x, fn=fn, k=(int(k),))
+    result = jax.ShapeDtypeStruct((*x.shape[:-3], int(k)), jnp.float32)
+    return jax.pure_callback(fn, result, x, vmap_method="expand_dims")
 
 
 def _import_torch():
@@ -126,9 +186,7 @@ def from_torch(
         def apply_fn(params, images):
             if warn:  # once per process, when first traced
                 warn_once()
-            x = cv.preprocess(images, c)
-            result = jax.ShapeDtypeStruct((*x.shape[:-3], k_out), jnp.float32)
-            return jax.pure_callback(host, result, x, vmap_method="expand_dims")
+            return host_call(host, cv.preprocess(images, c), k_out)
 
         return apply_fn
 
