@@ -148,7 +148,8 @@ def main(argv=None):
     ap.add_argument("--routes", default=",".join(ROUTES))
     ap.add_argument("--batch", type=int, default=400)
     ap.add_argument("--devices", type=int, default=2, help="(virtual on CPU)")
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=9, help="forward calls per route")
+    ap.add_argument("--attack-repeats", type=int, default=5, help="attack runs per route")
     ap.add_argument("--attack", action=argparse.BooleanOptionalAction, default=True,
                     help="also time the engine's attack loop (slots x population)")
     ap.add_argument("--slots", type=int, default=2)
@@ -188,7 +189,7 @@ def main(argv=None):
             if args.attack:
                 mesh = make_mesh(args.devices)
                 att = {name: 0.0 for name in clfs}
-                for _ in range(2):  # round-robin, best of 2
+                for _ in range(args.attack_repeats):  # round-robin, best of the runs
                     for name, clf in clfs.items():
                         att[name] = max(att[name], attack_speed(
                             clf, mesh, args.slots, args.population, args.generations, 1))
@@ -204,7 +205,8 @@ def main(argv=None):
                     print(json.dumps(row), flush=True)
     meta = dict(machine=machine(), cpu=cpu_model(), jax=jax.__version__, torch=torch.__version__,
                 torch_threads=torch.get_num_threads(), batch=args.batch,
-                devices=args.devices, repeats=args.repeats, slots=args.slots,
+                devices=args.devices, repeats=args.repeats,
+                attack_repeats=args.attack_repeats, slots=args.slots,
                 population=args.population, generations=args.generations,
                 wall_s=round(time.perf_counter() - t_start, 1))
     table = markdown(rows)

@@ -42,7 +42,8 @@ def import_keras():
     if backend != "jax":
         raise ImportError(
             f"from_keras needs Keras on the JAX backend, but Keras was imported with the "
-            f"{backend!r} backend: set KERAS_BACKEND=jax before Keras is first imported "
+            f"{backend!r} backend: set KERAS_BACKEND=jax before Keras (or TensorFlow, "
+            f"which imports it) is first imported "
             f"(for a TensorFlow SavedModel use models.from_saved_model)")
     return keras
 

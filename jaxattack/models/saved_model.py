@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from . import conventions as cv
 
-TF_EXTRA_HINT = 'pip install "jaxattack[tf]"'
+TF_EXTRA_HINT = 'pip install "jaxattack[tf]" && pip install --no-deps tf2jax'
 
 
 def is_saved_model(path: str | os.PathLike) -> bool:
