@@ -32,10 +32,9 @@ class Bottleneck(nnx.Module):
         self.c1, self.b1 = _conv(cin, width, 1, 1, rngs), nnx.BatchNorm(width, rngs=rngs)
         self.c2, self.b2 = _conv(width, width, 3, stride, rngs), nnx.BatchNorm(width, rngs=rngs)
         self.c3, self.b3 = _conv(width, cout, 1, 1, rngs), nnx.BatchNorm(cout, rngs=rngs)
-        self.proj = None
-        if stride != 1 or cin != cout:
-            self.proj = nnx.Sequential(_conv(cin, cout, 1, stride, rngs),
-                                       nnx.BatchNorm(cout, rngs=rngs))
+        project = stride != 1 or cin != cout  # a projection shortcut, else the identity
+        self.proj = nnx.Sequential(_conv(cin, cout, 1, stride, rngs),
+                                   nnx.BatchNorm(cout, rngs=rngs)) if project else None
 
     def __call__(self, x):
         y = nnx.relu(self.b1(self.c1(x)))

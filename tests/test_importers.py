@@ -465,3 +465,108 @@ def test_torch_route_under_the_engine_on_2_devices_does_not_hang():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300, env=env, cwd=mf.ROOT)
     assert out.returncode == 0 and "ok 4" in out.stdout, out.stderr[-2000:]
+
+
+def _op_zoo():
+    """A torch module using the ops the ONNX interpreter runs channels-last: strided,
+    depthwise and dilated convolutions, BatchNorm, element-wise ops with channel
+    constants, a residual add, a concatenation, padding, ceil-mode pools, reductions,
+    a global pool, a flatten back to the ONNX layout, a softmax."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    class OpZoo(nn.Module):
+        def __init__(self):
+            super().__init__()
+            g = torch.Generator().manual_seed(0)
+            self.c1 = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+            self.bn = nn.BatchNorm2d(8)
+            self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+            self.c2 = nn.Conv2d(8, 8, 1)
+            self.c3 = nn.Conv2d(16, 12, 3, padding=(1, 2), dilation=(1, 2))
+            self.avg = nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True,
+                                    count_include_pad=False)
+            self.mp = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+            self.fc = nn.Linear(12 * 4 * 4, 10)
+            self.register_buffer("shift", torch.randn(1, 12, 1, 1, generator=g))
+            with torch.no_grad():
+                self.bn.running_mean.normal_(0, 0.3, generator=g)
+                self.bn.running_var.uniform_(0.5, 2.0, generator=g)
+                self.bn.weight.uniform_(0.5, 1.5, generator=g)
+
+        def forward(self, x):
+            x = F.relu(self.bn(self.c1(x)))                       # 16x16
+            y = F.hardswish(self.dw(x)) * torch.sigmoid(self.c2(x)) + x
+            z = self.c3(torch.cat([x, y], 1)) - self.shift        # 12 channels
+            z = torch.cat([z[:, :6], z[:, 6:] * 2], 1)[:, :, 1:, 1:]  # slices, 15x15
+            z = F.pad(F.leaky_relu(z, 0.1), (1, 0, 0, 1))         # 16x16
+            z = torch.clamp(self.mp(self.avg(z)), -3, 3)          # 9x9 (ceil mode), then 4x4
+            pooled = F.adaptive_avg_pool2d(z, 1).flatten(1) + z.amax((2, 3))
+            return torch.softmax(self.fc(torch.flatten(z, 1)) + pooled.sum(1, True), 1)
+
+    return OpZoo().eval()
+
+
+@needs_onnx
+@needs_torch
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+def test_onnx_op_coverage_matches_torch(tmp_path, exporter, real):
+    import torch
+
+    if exporter == "dynamo" and not _have("onnxscript"):
+        pytest.skip("the dynamo exporter needs onnxscript")
+    net = _op_zoo()
+    path = tmp_path / f"zoo_{exporter}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if exporter == "dynamo":  # optimize=False keeps BatchNormalization unfolded
+            torch.onnx.export(net, (torch.zeros(2, 3, 32, 32),), str(path), dynamo=True,
+                              optimize=False, external_data=False,
+                              dynamic_shapes=({0: torch.export.Dim("batch")},))
+        else:
+            torch.onnx.export(net, (torch.zeros(2, 3, 32, 32),), str(path), dynamo=False,
+                              do_constant_folding=False, input_names=["x"],
+                              dynamic_axes={"x": {0: "batch"}})
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert {"Conv", "Concat", "MaxPool", "AveragePool", "Softmax", "Slice", "Pad"} <= ops
+    assert exporter == "dynamo" or "BatchNormalization" in ops
+    x = real[0][:7]
+    with torch.no_grad():  # the module ends in a softmax: compare its outputs directly
+        want = net(torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255).double().numpy()
+    for nhwc in (True, False):
+        clf = models.from_onnx(path, nhwc=nhwc, check=False, outputs="probs",
+                               num_classes=10)
+        got = np.asarray(jax.jit(clf.probs)(clf.params, x))
+        np.testing.assert_allclose(got, want, atol=TOL, err_msg=f"nhwc={nhwc}, ops {ops}")
+
+
+@needs_onnx
+@needs_torch
+def test_onnx_channels_last_input_graph(tmp_path, real):
+    """A graph whose input is NHWC and that permutes to NCHW itself: layout 'auto' reads
+    NHWC, and the leading Transpose becomes free."""
+    import torch
+
+    base = mf.load_torch_cnn()
+
+    class NHWCInput(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = base
+
+        def forward(self, x):
+            return self.net(x.permute(0, 3, 1, 2))
+
+    path = tmp_path / "nhwc.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(NHWCInput().eval(), (torch.zeros(2, 32, 32, 3),), str(path),
+                          dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    clf = models.from_onnx(path, **CIFAR)
+    assert clf.input_shape == (32, 32, 3)
+    assert_matches(clf, torch_reference(base), real[0])
+    compiled = jax.jit(clf.probs).lower(clf.params, real[0][:4]).compile().as_text()
+    assert not re.search(r"\btranspose\(", compiled)

@@ -814,7 +814,7 @@ def _slice(ctx, node, ins, attrs):
     if x.static:
         return V(x.x[tuple(index)])
     if x.nhwc and rank == 4:
-        return V(x.x[tuple(index[a] for a in TO_NCHW)], True)
+        return V(x.x[tuple(index[a] for a in TO_NHWC)], True)
     return V(x.onnx()[tuple(index)])
 
 
@@ -871,7 +871,7 @@ def _pad(ctx, node, ins, attrs):
     jmode = {"constant": "constant", "reflect": "reflect", "edge": "edge",
              "wrap": "wrap"}[mode]
     if x.nhwc and rank == 4:
-        return V(jnp.pad(x.x, [widths[a] for a in TO_NCHW], mode=jmode, **kw), True)
+        return V(jnp.pad(x.x, [widths[a] for a in TO_NHWC], mode=jmode, **kw), True)
     xp = _xp(x)
     return V(xp.pad(x.x if x.static else x.onnx(), widths, mode=jmode, **kw))
 
