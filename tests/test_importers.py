@@ -132,6 +132,18 @@ def test_saved_model_matches_tensorflow_within_1e5(real):
     assert_matches(clf, ref, real[0])
 
 
+@needs_tf
+def test_saved_model_with_a_static_batch_size_runs_at_any_batch_size(tmp_path):
+    """A signature with a fixed batch size runs under vmap over chunks of that size."""
+    mf.save_tf(mf.tf_planted(batch=2), tmp_path / "static")
+    x = _planted_check_images()
+    free = models.from_saved_model(FIX / "planted_savedmodel", check_images=x)
+    static = models.from_saved_model(tmp_path / "static", check_images=x)
+    for n in (1, 7, 48):
+        np.testing.assert_allclose(np.asarray(static(x[:n])), np.asarray(free(x[:n])),
+                                   atol=1e-6)
+
+
 @needs_onnx
 @needs_torch
 @pytest.mark.parametrize("kw", [{}, {"nhwc": False}], ids=["nhwc", "onnx-layout"])

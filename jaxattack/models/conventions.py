@@ -393,6 +393,27 @@ def check(
     return CheckResult(resolved, k, acc, n)
 
 
+def static_batch(forward: Callable, batch: int | None) -> Callable:
+    """``forward(params, images)`` of a model built for a fixed ``batch`` size, at any
+    batch size: the images are padded to a multiple of it and run under ``vmap`` over
+    chunks of that size (``batch=None``: ``forward`` itself)."""
+    if batch is None:
+        return forward
+
+    def run(params, images):
+        n = images.shape[0]
+        if n == batch:
+            return forward(params, images)
+        pad = (-n) % batch
+        if pad:
+            images = jnp.concatenate([images, jnp.repeat(images[:1], pad, 0)])
+        chunks = images.reshape(-1, batch, *images.shape[1:])
+        out = jax.vmap(lambda ch: forward(params, ch))(chunks)
+        return out.reshape(n + pad, *out.shape[2:])[:n]
+
+    return run
+
+
 def unchecked_outputs(outputs: str) -> str:
     """``outputs`` when the checks are off: "auto" cannot be resolved without them."""
     if outputs not in ("probs", "logits"):

@@ -970,17 +970,11 @@ def from_onnx(
                               layout="NHWC" if as_nhwc else None)
             return run(p, x, as_nhwc)
 
+        run_any = cv.static_batch(forward, static_batch)
+
         def apply_fn(p, images):
             n = images.shape[0]
-            if static_batch is None or static_batch == n:
-                out = forward(p, images)
-            else:  # a graph with a static batch size: vmap over chunks of that size
-                b = static_batch
-                pad = (-n) % b
-                imgs = jnp.concatenate([images, jnp.repeat(images[:1], pad, 0)]) if pad \
-                    else images
-                chunks = imgs.reshape(-1, b, *imgs.shape[1:])
-                out = jax.vmap(lambda ch: forward(p, ch))(chunks).reshape(n + pad, -1)[:n]
+            out = run_any(p, images)
             out = out.reshape(n, -1)
             low = jnp.issubdtype(out.dtype, jnp.floating) and jnp.finfo(out.dtype).bits < 32
             return out.astype(jnp.float32) if low else out

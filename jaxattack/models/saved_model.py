@@ -5,7 +5,8 @@
 The serving signature's TensorFlow graph is converted once into a JAX function of the
 model's variables (``tf2jax.convert``), with the signature's own input spec, so a
 ``None`` batch axis stays free and any batch size works. A signature with a fixed batch
-size is converted again for each batch shape it meets. Needs TensorFlow and tf2jax:
+size B runs under ``vmap`` over chunks of B images (padded to a multiple of B). Needs
+TensorFlow and tf2jax:
 ``pip install "jaxattack[tf]"`` (tf2jax declares a dependency on the ``tensorflow``
 wheel; ``tensorflow-cpu`` provides the same module: install tf2jax with ``--no-deps`` to
 keep it).
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import jax.numpy as jnp
 
@@ -123,15 +123,7 @@ def from_saved_model(
 
     fn0, params = convert(spec.shape)
     params = {k: jnp.asarray(v) for k, v in params.items()}
-    cache: dict[tuple, Any] = {}
-    free_batch = declared is None or declared[0] is None
-
-    def jax_fn(shape):
-        if free_batch:
-            return fn0
-        if tuple(shape) not in cache:
-            cache[tuple(shape)] = convert(shape)[0]
-        return cache[tuple(shape)]
+    fixed = declared[0] if declared is not None and declared[0] is not None else None
 
     def pick(out):
         if isinstance(out, dict):
@@ -150,13 +142,12 @@ def from_saved_model(
         return out
 
     def build(c: cv.Convention):
-        def apply_fn(p, images):
+        def forward(p, images):
             x = cv.preprocess(images, c, dtype=dtype)
-            out, _ = jax_fn(x.shape)(p, x)
-            out = jnp.asarray(pick(out))
+            out = jnp.asarray(pick(fn0(p, x)[0]))
             return out.astype(jnp.float32) if out.dtype != jnp.float32 else out
 
-        return cv.wrap_standard_promotion(apply_fn)
+        return cv.wrap_standard_promotion(cv.static_batch(forward, fixed))
 
     out_spec = sig.structured_outputs
     k_declared = None
