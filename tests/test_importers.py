@@ -47,13 +47,14 @@ needs_keras = pytest.mark.skipif(not _keras_on_jax(),
                                  reason='needs Keras 3 on the JAX backend: pip install '
                                         '"jaxattack[keras]" (and KERAS_BACKEND=jax)')
 needs_tf = pytest.mark.skipif(not _have("tensorflow", "tf2jax"),
-                              reason='needs TensorFlow and tf2jax: pip install "jaxattack[tf]"')
+                              reason='needs TensorFlow and tf2jax: pip install "jaxattack[tf]" '
+                                     '&& pip install --no-deps tf2jax')
 needs_onnx = pytest.mark.skipif(not _have("onnx"),
                                 reason='needs onnx: pip install "jaxattack[onnx]"')
 needs_jort = pytest.mark.skipif(not _have("onnx", "jaxonnxruntime"),
                                 reason='needs jaxonnxruntime: pip install "jaxattack[onnx]"')
 needs_torch = pytest.mark.skipif(not _have("torch"),
-                                 reason="needs torch: pip install torch==2.13.0 (CPU build)")
+                                 reason='needs torch: pip install "torch==2.13.0+cpu" (CPU build)')
 
 
 @pytest.fixture(scope="module")
