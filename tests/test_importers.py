@@ -583,3 +583,76 @@ def test_onnx_channels_last_input_graph(tmp_path, real):
     assert_matches(clf, torch_reference(base), real[0])
     compiled = jax.jit(clf.probs).lower(clf.params, real[0][:4]).compile().as_text()
     assert not re.search(r"\btranspose\(", compiled)
+
+
+def _lrn_graph():
+    """A hand-written ONNX graph with an op the interpreter leaves to jaxonnxruntime
+    (LRN) between a convolution and a global pool."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(0, 0.3, (6, 3, 3, 3)).astype(np.float32), "w")
+    fc = numpy_helper.from_array(rng.normal(0, 0.5, (6, 4)).astype(np.float32), "fc")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("LRN", ["c"], ["l"], size=3, alpha=0.5, beta=0.75, bias=1.0),
+        helper.make_node("GlobalAveragePool", ["l"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("MatMul", ["f", "fc"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "lrn", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                     ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])], [w, fc])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+@needs_jort
+def test_onnx_op_outside_the_interpreter_goes_to_jaxonnxruntime():
+    model = _lrn_graph()
+    x = np.random.default_rng(1).integers(0, 256, (7, 8, 8, 3), dtype=np.uint8)
+    ours = models.from_onnx(model, check=False, outputs="logits", num_classes=4)
+    theirs = models.from_onnx(model, check=False, outputs="logits", num_classes=4,
+                              backend="jaxonnxruntime")
+    got = np.asarray(jax.jit(ours.probs)(ours.params, x))
+    np.testing.assert_allclose(got, np.asarray(theirs(x)), atol=TOL)
+    if _have("onnxruntime"):
+        import onnxruntime
+
+        sess = onnxruntime.InferenceSession(model.SerializeToString())
+        ref = softmax(sess.run(None, {"x": (x / 255).astype(np.float32).transpose(0, 3, 1, 2)})[0])
+        np.testing.assert_allclose(got, ref, atol=TOL)
+
+
+@needs_onnx
+@needs_torch
+def test_onnx_if_on_a_shape_from_the_legacy_exporter(tmp_path):
+    """The legacy exporter writes torch's local_response_norm with an If on a shape:
+    only the branch taken is traced."""
+    import onnx
+    import torch
+    from torch.nn import functional as F
+
+    class LRN(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            return F.local_response_norm(self.c(x), 3).mean((2, 3))
+
+    net = LRN().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(2, 3, 8, 8),), str(tmp_path / "lrn.onnx"),
+                          dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    assert "If" in {n.op_type for n in onnx.load(str(tmp_path / "lrn.onnx")).graph.node}
+    x = _planted_check_images()[:7]
+    clf = models.from_onnx(tmp_path / "lrn.onnx", check=False, outputs="logits",
+                           num_classes=4)
+    np.testing.assert_allclose(np.asarray(jax.jit(clf.probs)(clf.params, x)),
+                               torch_reference(net, mean=None)(x), atol=TOL)

@@ -172,16 +172,7 @@ class Graph:
             else:
                 env[k] = V(v)
         env[self.input.name] = V(x, nhwc=x_nhwc)
-        ctx = Ctx(self, params)
-        for node in self.nodes:
-            ins = [env[i] if i else None for i in node.input]
-            for i, name in zip(ins, node.input, strict=True):
-                if name and i is None:
-                    raise cv.ModelImportError(f"{self.name}: tensor {name!r} is undefined")
-            outs = ctx.run(node, ins)
-            for name, val in zip(node.output, outs, strict=False):
-                if name:
-                    env[name] = val
+        Ctx(self, params).run_nodes(self.nodes, env)
         return [env[o].onnx() if not env[o].static else jnp.asarray(env[o].x)
                 for o in self.outputs]
 
@@ -190,6 +181,34 @@ class Ctx:
     def __init__(self, graph: Graph, params):
         self.g = graph
         self.params = params
+        self.env: dict[str, V] = {}
+
+    def run_nodes(self, nodes, env: dict[str, V]) -> None:
+        """Run ``nodes`` in order, reading and writing ``env`` (tensor name -> V)."""
+        outer, self.env = self.env, env
+        try:
+            for node in nodes:
+                ins = [env.get(i) if i else None for i in node.input]
+                for i, name in zip(ins, node.input, strict=True):
+                    if name and i is None:
+                        raise cv.ModelImportError(f"{self.g.name}: tensor {name!r} is "
+                                                  f"undefined")
+                outs = self.run(node, ins)
+                for name, val in zip(node.output, outs, strict=False):
+                    if name:
+                        env[name] = val
+        finally:
+            self.env = outer
+
+    def subgraph(self, graph) -> list[V]:
+        """The outputs of a branch graph (``If``), which sees the enclosing tensors."""
+        from onnx import numpy_helper
+
+        env = dict(self.env)
+        for t in graph.initializer:
+            env[t.name] = V(numpy_helper.to_array(t))
+        self.run_nodes(list(graph.node), env)
+        return [env[o.name] for o in graph.output]
 
     def run(self, node, ins: list[V | None]) -> list[V]:
         attrs = _attrs(node)
@@ -546,6 +565,20 @@ def _global_pool(ctx, node, ins, attrs):
     if x.nhwc:
         return V(f(x.x, axis=(1, 2), keepdims=True), True)
     return V(f(x.x, axis=tuple(range(2, x.ndim)), keepdims=True))
+
+
+@op("If")
+def _if(ctx, node, ins, attrs):
+    cond = ins[0]
+    if cond.static:  # e.g. a test on a shape: only the branch taken is traced
+        taken = bool(np.asarray(cond.x).reshape(-1)[0])
+        return ctx.subgraph(attrs["then_branch" if taken else "else_branch"])
+    then, other = ctx.subgraph(attrs["then_branch"]), ctx.subgraph(attrs["else_branch"])
+    if any(a.shape != b.shape for a, b in zip(then, other, strict=True)):
+        raise cv.ModelImportError(f"{ctx.g.name}: an If on the data whose branches differ "
+                                  f"in shape cannot be traced")
+    c = jnp.reshape(cond.x, ())
+    return [V(jnp.where(c, a.onnx(), b.onnx())) for a, b in zip(then, other, strict=True)]
 
 
 @op("LRN")
