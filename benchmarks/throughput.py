@@ -8,6 +8,15 @@ device's float32 peak; ``--peak-tflops-bf16`` for bfloat16) the model FLOP utili
 (MFU) is reported too. ``--dtypes float32,bfloat16`` also runs each model with bfloat16
 compute (float32 parameters; ``models.load(name, dtype="bfloat16")``), for accelerators:
 XLA:CPU is slow in bfloat16.
+
+``--models resnet50_224`` adds a 224x224 ResNet-50-shaped Flax model with random
+weights (benchmarks/resnet50.py; use a small ``--population`` on a CPU). Every row also
+reports ``peak_rss_mb`` (the process's peak resident memory so far, on CPU the device
+memory too) and, with ``--memory``, from XLA's memory analysis of the compiled programs,
+``forward_mb`` (temporaries + arguments + outputs of the jitted forward on one device's
+share of the batch) and ``attack_mb`` (the same for the engine's generation loop).
+``--memory-batches 1,16,64`` compiles the forward at those batch sizes only (no run)
+and reports the memory per image, the number batch sizing from bytes needs.
 """
 
 from __future__ import annotations
@@ -30,6 +39,66 @@ def flops_per_image(clf) -> float:
     return float(cost.get("flops", float("nan"))) / 64
 
 
+def load_model(name: str, dtype: str):
+    from jaxattack import models
+
+    if name.startswith("resnet50"):
+        from resnet50 import classifier
+
+        size = int(name.split("_")[1]) if "_" in name else 224
+        return classifier(size=size, dtype=None if dtype == "float32" else dtype)
+    return models.load(name, weights=None, dtype=None if dtype == "float32" else dtype)
+
+
+def program_mb(compiled) -> float | None:
+    """Temporaries + arguments + outputs of a compiled program, in MB (XLA's analysis)."""
+    try:
+        m = compiled.memory_analysis()
+        m = m[0] if isinstance(m, list) else m
+        total = (m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
+                 - getattr(m, "alias_size_in_bytes", 0))
+        return total / 2**20
+    except Exception:  # not every backend implements it
+        return None
+
+
+def forward_memory(clf, batch: int) -> dict:
+    """XLA's memory analysis of ``jit(clf.probs)`` at ``batch`` images (compile only)."""
+    import jax
+
+    h, w, c = clf.input_shape or (32, 32, 3)
+    x = jax.ShapeDtypeStruct((batch, h, w, c), "uint8")
+    compiled = jax.jit(clf.probs).lower(clf.params, x).compile()
+    m = compiled.memory_analysis()
+    m = m[0] if isinstance(m, list) else m
+    return dict(batch=batch, temp_mb=m.temp_size_in_bytes / 2**20,
+                argument_mb=m.argument_size_in_bytes / 2**20,
+                output_mb=m.output_size_in_bytes / 2**20, total_mb=program_mb(compiled))
+
+
+def attack_memory(clf, mesh, slots: int, population: int) -> float | None:
+    """XLA's memory analysis of the engine's generation loop, per device (compile only)."""
+    import jax.numpy as jnp
+
+    from jaxattack import engine
+
+    try:
+        h, w, c = clf.input_shape or (32, 32, 3)
+        n_dev = mesh.devices.size
+        slots = -(-slots // n_dev) * n_dev
+        spec = engine.SearchSpec(1, h, w, c, population, 1, early_stop="none")
+        eng = engine.Engine(spec, clf, mesh, slots)
+        return program_mb(eng._evolve.lower(eng.slots, eng.params, jnp.int32(1)).compile())
+    except Exception:  # the engine's internals are not an API
+        return None
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="tiny,resnet20,allcnn,nin,vgg16")
@@ -43,6 +112,12 @@ def main(argv=None):
                     help="float32 peak of one device, for MFU")
     ap.add_argument("--peak-tflops-bf16", type=float, default=None,
                     help="bfloat16 peak of one device, for MFU")
+    ap.add_argument("--memory", action="store_true",
+                    help="also report XLA's memory analysis of the forward and the attack "
+                         "loop per row (two more compiles per row)")
+    ap.add_argument("--memory-batches", default=None,
+                    help="only compile the forward at these batch sizes (comma list) and "
+                         "report XLA's memory analysis per image")
     ap.add_argument("--out", default=None, help="JSON path; a .md is written beside it")
     args = ap.parse_args(argv)
     counts = [int(d) for d in args.devices.split(",")]
@@ -52,15 +127,16 @@ def main(argv=None):
     jax.config.update("jax_num_cpu_devices", max(counts))  # only affects the CPU backend
     from engine_overhead import machine, markdown, measure
 
-    from jaxattack import models
     from jaxattack.sharding import make_mesh
 
     counts = [n for n in counts if n <= len(jax.local_devices())]
+    if args.memory_batches:
+        return memory_table(args)
     rows = []
     peaks = {"float32": args.peak_tflops, "bfloat16": args.peak_tflops_bf16}
     for name in args.models.split(","):
         for dtype in args.dtypes.split(","):
-            clf = models.load(name, weights=None, dtype=None if dtype == "float32" else dtype)
+            clf = load_model(name, dtype)
             fl = flops_per_image(clf)
             label = name if dtype == "float32" else f"{name} ({dtype})"
             for n_dev in counts:
@@ -69,6 +145,12 @@ def main(argv=None):
                         clf, make_mesh(n_dev), slots, args.population, args.generations,
                         args.repeats)
                     r["gflop_per_image"] = fl / 1e9
+                    if args.memory:  # two more compiles per row
+                        r["forward_mb"] = forward_memory(clf, r["batch"] // n_dev)[
+                            "total_mb"]
+                        r["attack_mb"] = attack_memory(clf, make_mesh(n_dev), slots,
+                                                       args.population)
+                    r["peak_rss_mb"] = peak_rss_mb()
                     r["attack_tflop_s"] = fl * r["attack_q_s"] / 1e12
                     if peaks.get(dtype):
                         r["mfu"] = r["attack_tflop_s"] / (peaks[dtype] * n_dev)
@@ -76,7 +158,14 @@ def main(argv=None):
                     print(json.dumps(r), flush=True)
     meta = dict(population=args.population, generations=args.generations, machine=machine(),
                 jax=jax.__version__)
-    table = markdown(rows) + "\n\n| model | GFLOP/image | attack TFLOP/s (best) |\n|---|---|---|\n"
+    table = markdown(rows) + "\n\n| model | devices | slots | forward MB/device | attack MB/device "
+    table += "| peak RSS MB |\n|---|---|---|---|---|---|\n"
+    for r in rows:
+        fmt = lambda v: "n/a" if v is None else f"{v:,.0f}"
+        table += (f"| {r['model']} | {r['devices']} | {r['slots']} | "
+                  f"{fmt(r.get('forward_mb'))} | {fmt(r.get('attack_mb'))} | "
+                  f"{fmt(r['peak_rss_mb'])} |\n")
+    table += "\n\n| model | GFLOP/image | attack TFLOP/s (best) |\n|---|---|---|\n"
     for name in dict.fromkeys(r["model"] for r in rows):
         best = max((r for r in rows if r["model"] == name), key=lambda r: r["attack_q_s"])
         table += (f"| {name} | {best['gflop_per_image']:.3f} | {best['attack_tflop_s']:.3f}"
@@ -85,6 +174,42 @@ def main(argv=None):
     if args.out:
         Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
         Path(args.out).with_suffix(".md").write_text(f"{meta}\n\n{table}")
+
+
+def memory_table(args):
+    """Forward memory per image at several batch sizes (compile only, nothing runs)."""
+    import jax
+
+    rows = []
+    for name in args.models.split(","):
+        clf = load_model(name, "float32")
+        h, w, c = clf.input_shape or (32, 32, 3)
+        prev = None
+        for b in [int(v) for v in args.memory_batches.split(",")]:
+            r = {"model": name, "image_bytes": h * w * c} | forward_memory(clf, b)
+            r["total_mb_per_image"] = r["total_mb"] / b
+            if prev is not None:  # the marginal cost of one more image
+                r["marginal_mb_per_image"] = (r["total_mb"] - prev["total_mb"]) / (
+                    b - prev["batch"])
+            prev = r
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+    table = ("| model | batch | temp MB | args MB | out MB | total MB | MB/image | "
+             "marginal MB/image |\n|---|---|---|---|---|---|---|---|\n")
+    for r in rows:
+        marg = f"{r['marginal_mb_per_image']:.2f}" if "marginal_mb_per_image" in r else ""
+        table += (f"| {r['model']} | {r['batch']} | {r['temp_mb']:,.1f} | "
+                  f"{r['argument_mb']:,.1f} | {r['output_mb']:,.2f} | {r['total_mb']:,.1f} | "
+                  f"{r['total_mb_per_image']:.2f} | {marg} |\n")
+    from engine_overhead import machine
+
+    meta = dict(machine=machine(), jax=jax.__version__, note="XLA memory_analysis of "
+                "jit(clf.probs), float32, one device; compile only")
+    print(f"\n{meta}\n\n{table}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+        Path(args.out).with_suffix(".md").write_text(f"{meta}\n\n{table}")
+    return rows
 
 
 if __name__ == "__main__":

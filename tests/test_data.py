@@ -197,3 +197,80 @@ def test_unprepared_tfds_dataset_is_a_clear_error_not_a_download(tmp_path):
     pytest.importorskip("tensorflow_datasets")
     with pytest.raises(FileNotFoundError, match="not prepared"):
         data.load("tfds:cifar10", data_dir=tmp_path)
+
+
+# ----------------------------------------------------------------------------- image_size
+
+
+def _mixed_folder(root):
+    """Three classes of RGB images of three different sizes (and one grayscale)."""
+    rng = np.random.default_rng(0)
+    sizes = {"a": [(40, 50), (32, 32)], "b": [(20, 24)], "c": [(64, 48)]}
+    for label, hw in sizes.items():
+        d = root / "test" / label
+        d.mkdir(parents=True)
+        for i, (h, w) in enumerate(hw):
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    Image.new("L", (10, 30), 99).save(root / "test" / "b" / "9.png")
+    return root
+
+
+def test_mixed_sizes_without_image_size_is_a_clear_error(tmp_path):
+    root = _mixed_folder(tmp_path)
+    with pytest.raises(ValueError, match=r"differ in size: .* is \d+x\d+, .*image_size") as e:
+        data.load(root)
+    assert "--image-size" in str(e.value)
+    with tarfile.open(tmp_path / "m.tar", "w") as tar:
+        tar.add(root / "test", arcname="test")
+    with pytest.raises(ValueError, match="image_size"):
+        data.load(tmp_path / "m.tar")
+
+
+@pytest.mark.parametrize("size", [(24, 40), 28, "24x40"])
+def test_image_size_resizes_every_image(tmp_path, size):
+    root = _mixed_folder(tmp_path)
+    x, y, names = data.load(root, image_size=size)
+    h, w = data.parse_image_size(size)
+    assert x.shape == (5, h, w, 3) and x.dtype == np.uint8
+    assert names == ("a", "b", "c") and y.tolist() == [0, 0, 1, 1, 2]
+    # The same as resizing each file with PIL's bilinear filter.
+    ref = Image.open(root / "test" / "a" / "0.png").convert("RGB").resize(
+        (w, h), Image.Resampling.BILINEAR)
+    np.testing.assert_array_equal(x[0], np.asarray(ref))
+    assert (x[3] == 99).all()  # the grayscale file, resized and made RGB
+    with tarfile.open(tmp_path / "m.tar", "w") as tar:
+        tar.add(root / "test", arcname="test")
+    np.testing.assert_array_equal(data.load(tmp_path / "m.tar", image_size=size)[0], x)
+
+
+def test_image_size_filters_and_the_sample():
+    x, _, _ = data.load("sample", limit=3, image_size=64, resample="nearest")
+    small, _, _ = data.load("sample", limit=3)
+    assert x.shape == (3, 64, 64, 3)
+    np.testing.assert_array_equal(x[:, ::2, ::2], small)  # nearest 2x: each pixel twice
+    same, _, _ = data.load("sample", limit=3, image_size=32)
+    np.testing.assert_array_equal(same, small)  # already that size: untouched
+    for name in data.RESAMPLING:
+        assert data.load("sample", limit=1, image_size=(16, 8), resample=name)[0].shape == \
+            (1, 16, 8, 3)
+
+
+def test_bad_image_size_and_filter_are_clear_errors():
+    for bad in (0, "x", (1, 2, 3), "12x0", -4):
+        with pytest.raises(ValueError, match="image_size"):
+            data.load("sample", limit=1, image_size=bad)
+    with pytest.raises(ValueError, match="resample"):
+        data.load("sample", limit=1, image_size=8, resample="cubic")
+
+
+def test_tfds_image_folder_with_image_size(tmp_path):
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("tensorflow_datasets")
+    root = _mixed_folder(tmp_path)
+    for f in (root / "test").rglob("*.png"):  # ImageFolder needs 3-channel files
+        Image.open(f).convert("RGB").save(f)
+    xt, yt, nt = data.load(f"tfds-folder:{root}", image_size=(24, 40))
+    xp, yp, np_ = data.load(root, image_size=(24, 40))
+    assert xt.shape == xp.shape == (5, 24, 40, 3) and nt == np_
+    np.testing.assert_array_equal(yt, yp)
+    np.testing.assert_array_equal(xt, xp)  # PNG is lossless: the same pixels, same filter

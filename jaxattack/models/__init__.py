@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ..classifier import Classifier
+from . import importers as _importers
 from . import weights as _weights
 from .registry import ARCHITECTURES, REGISTRY_PATH, build, read_registry
 from .weights import WEIGHTS_DIR, WeightsError
@@ -25,6 +26,9 @@ from .weights import WEIGHTS_DIR, WeightsError
 __all__ = [
     "ARCHITECTURES", "Classifier", "WeightsError", "available", "build", "from_apply_fn",
     "from_module", "load", "read_registry", "set_compute_dtype",
+    # models from other frameworks (issue 18)
+    "ConventionError", "ModelImportError", "from_file", "from_keras", "from_onnx",
+    "from_saved_model", "from_torch",
 ]  # fmt: skip
 
 SHIPPED = "shipped"
@@ -154,3 +158,10 @@ def available() -> dict[str, dict]:
 
 # Keep REGISTRY_PATH importable for tools that write entries.
 _ = REGISTRY_PATH
+
+
+# Models from other frameworks (Keras 3, TF SavedModel, ONNX, PyTorch): each importer
+# loads its framework only when called, so importing jaxattack.models stays light.
+ConventionError, ModelImportError = _importers.ConventionError, _importers.ModelImportError
+from_file, from_keras, from_onnx = _importers.from_file, _importers.from_keras, _importers.from_onnx
+from_saved_model, from_torch = _importers.from_saved_model, _importers.from_torch
