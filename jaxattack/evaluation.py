@@ -69,9 +69,13 @@ def _sizes(jaxpr, out: list[int]) -> list[int]:
 @memoize(32)
 def per_image_bytes(classifier: Classifier, image_shape: tuple) -> int:
     """The largest value the forward pass computes per image: traced (not run) at
-    batches of 1 and 2, so weights and other batch-independent values do not count."""
+    batches of 1 and 2, so weights and other batch-independent values do not count (a
+    program whose shape changes with the batch counts its largest value at batch 2)."""
     def sizes(batch):
         x = jax.ShapeDtypeStruct((batch, *image_shape), jnp.uint8)
         return _sizes(jax.make_jaxpr(classifier.probs)(classifier.params, x).jaxpr, [])
 
-    return max([b - a for a, b in zip(sizes(1), sizes(2), strict=True)] or [0])
+    one, two = sizes(1), sizes(2)
+    if len(one) != len(two):  # the program depends on the batch (a chunked model): bound it
+        return max(two, default=0)
+    return max([b - a for a, b in zip(one, two, strict=True)] or [0])
