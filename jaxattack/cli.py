@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -94,15 +95,46 @@ def _strategy_help() -> str:
     return "Parameters: " + "; ".join(parts) + " (DE's F and CR: --F, --crossover)."
 
 
-def _common(p: argparse.ArgumentParser, sweep: bool = False) -> None:
+MODEL_OPTIONS = ("input_scale", "mean", "std", "layout")
+DATA_OPTIONS = ("image_size", "resample")
+
+
+def _source_options(p: argparse.ArgumentParser, images_default: int | None) -> None:
+    """Data source and model-file options (attack, sweep, eval)."""
     p.add_argument("--data", default="sample",
                    help="'sample' (built in), a folder or .tar in split/label/*.jpg layout, a "
                         "folder holding train.tar/test.tar, tfds:NAME or tfds-folder:ROOT "
                         "(default: sample)")
     p.add_argument("--split", default="test", help="data split (default: test)")
-    p.add_argument("--images", type=int, default=DEMO_IMAGES,
-                   help=f"number of images, taken round-robin over classes "
-                        f"(default: {DEMO_IMAGES})")
+    p.add_argument("--images", type=int, default=images_default,
+                   help="number of images, taken round-robin over classes (default: "
+                        f"{images_default or 'all'})")
+    p.add_argument("--image-size", default=None, metavar="H[xW]",
+                   help="resize every image to H x W (default: keep; mixed sizes need it)")
+    p.add_argument("--resample", default=None, metavar="FILTER",
+                   help="the PIL filter for --image-size: nearest, bilinear (default), "
+                        "bicubic, lanczos, box, hamming")
+    g = p.add_argument_group("input conventions of a model file (.keras, SavedModel, .onnx, "
+                             ".pt); see docs/your_own_model.md")
+    g.add_argument("--input-scale", default=None,
+                   help="what the model takes: 255 / 0..255 or 1 / 0..1 (default: checked)")
+    g.add_argument("--mean", default=None,
+                   help="per-channel mean to subtract: a comma list, imagenet or cifar10")
+    g.add_argument("--std", default=None, help="per-channel std to divide by, as --mean")
+    g.add_argument("--layout", default=None, choices=["auto", "NHWC", "NCHW"],
+                   help="the model's input layout (default: auto)")
+
+
+def _options(args, names) -> dict:
+    """The given ones of ``names`` among the parsed options."""
+    out = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    if "resample" in out and "image_size" not in out:
+        raise ValueError("--resample needs --image-size")
+    return out
+
+
+def _common(p: argparse.ArgumentParser, sweep: bool = False) -> None:
+    _source_options(p, DEMO_IMAGES)
     _config_options(p, sweep)
     p.add_argument("--cpu-devices", type=int, default=None,
                    help="split the CPU into this many JAX devices (default: 1; 2 speeds up "
@@ -144,12 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="this process's index (with --distributed)")
     _common(s, sweep=True)
 
-    e = sub.add_parser("eval", help="clean accuracy of a model")
-    e.add_argument("--model", default="tiny", help="zoo name or file.py:function (default: tiny)")
-    e.add_argument("--data", default="sample", help="data source, as for attack (default: sample)")
-    e.add_argument("--split", default="test", help="data split (default: test)")
-    e.add_argument("--images", type=int, default=None,
-                   help="number of images, round-robin over classes (default: all)")
+    e = sub.add_parser("eval", help="clean accuracy of a model",
+                       description="Clean accuracy of a model on a data source: the quick "
+                                   "check that a model file's input conventions are right.")
+    e.add_argument("--model", default="tiny",
+                   help="zoo name, file.py:function or a model file (default: tiny)")
+    _source_options(e, None)
 
     r = sub.add_parser("report", help="re-render tables and figures from a run folder")
     r.add_argument("run", help="run folder")
@@ -178,6 +210,7 @@ def _runtime_errors() -> tuple[type[Exception], ...]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    os.environ.setdefault("KERAS_BACKEND", "jax")  # before anything imports keras (tfds does)
     try:
         if argv[:1] == ["train"]:
             from jaxattack import train
@@ -267,7 +300,9 @@ def _experiments(args) -> list:
     models = args.models if args.command == "sweep" else [args.model]
     if args.command == "attack":
         values = {k: [v] for k, v in values.items()}  # one cell
-    exps = sweep.grid(models, data=args.data, split=args.split, **values)
+    exps = sweep.grid(models, data=args.data, split=args.split,
+                      model_options=_options(args, MODEL_OPTIONS),
+                      data_options=_options(args, DATA_OPTIONS), **values)
     return [dataclasses.replace(e, config=e.config.replace(
         strategy_params=params[e.config.strategy])) for e in exps]
 
@@ -339,12 +374,12 @@ def _eval(args) -> int:
     import numpy as np
 
     from jaxattack import data
-    from jaxattack.attack import predict
+    from jaxattack.classifier import predict
     from jaxattack.data import select_images
     from jaxattack.sweep import load_classifier
 
-    clf = load_classifier(args.model)
-    x, y, _ = data.load(args.data, split=args.split)
+    clf = load_classifier(args.model, **_options(args, MODEL_OPTIONS))
+    x, y, _ = data.load(args.data, split=args.split, **_options(args, DATA_OPTIONS))
     sel = select_images(np.asarray(y), args.images)
     acc = float((predict(clf, x[sel]).argmax(-1) == np.asarray(y)[sel]).mean())
     print(f"{args.model} on {args.data}:{args.split} ({sel.size} images): "

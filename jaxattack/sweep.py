@@ -18,8 +18,9 @@ import re
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,22 +36,40 @@ SAVE_IMAGES = ("none", "success", "all")
 FLUSH_PROBLEMS, FLUSH_SECONDS = 256, 15.0
 
 
+def _options(value) -> tuple:
+    """Keyword options as sorted, hashable ``(name, value)`` pairs."""
+    items = value.items() if isinstance(value, Mapping) else value
+    return tuple(sorted((str(k), tuple(v) if isinstance(v, list) else v) for k, v in items))
+
+
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-    """One cell of a sweep grid: a model, its data, and an attack config."""
+    """One cell of a sweep grid: a model, its data, and an attack config.
+
+    ``model_options`` go to the model loader (the input conventions of a model file:
+    ``input_scale``, ``mean``, ``std``, ``layout``), ``data_options`` to the data loader
+    (``image_size``, ``resample``); both belong to the experiment's identity when given.
+    """
 
     model: str
     config: AttackConfig = AttackConfig()
     data: str = "sample"
     split: str = "test"
+    model_options: Any = ()
+    data_options: Any = ()
 
     def __post_init__(self):
         if not isinstance(self.config, AttackConfig):
             raise TypeError(f"config must be an AttackConfig, got {type(self.config).__name__}")
+        object.__setattr__(self, "model_options", _options(self.model_options))
+        object.__setattr__(self, "data_options", _options(self.data_options))
 
     def identity(self) -> dict:
-        """Every stored field: model, data, split and the config's (``AttackConfig.identity``)."""
+        """Every stored field: model, data, split, the config's (``AttackConfig.identity``)
+        and the model's and data's options when there are any."""
         return {"model": self.model, "data": self.data, "split": self.split,
+                **{k: dict(v) for k, v in (("model_options", self.model_options),
+                                           ("data_options", self.data_options)) if v},
                 **self.config.identity()}
 
     @property
@@ -63,7 +82,7 @@ class Experiment:
 
 
 def grid(models: Sequence[str], config: AttackConfig | None = None, *, data: str = "sample",
-         split: str = "test", **fields) -> list[Experiment]:
+         split: str = "test", model_options=(), data_options=(), **fields) -> list[Experiment]:
     """Experiments for every model and every combination of the config fields given as
     lists, the others fixed: ``grid(["tiny"], pixels=[1, 3], mode=["untargeted",
     "all-targets"], population=100)``. Fields vary in declaration order (pixels, then
@@ -77,14 +96,23 @@ def grid(models: Sequence[str], config: AttackConfig | None = None, *, data: str
             if isinstance(v, list | tuple | range) and k != "strategy_params"}
     base = base.replace(**{k: v for k, v in fields.items() if k not in axes})
     names = [k for k in order if k in axes]
-    return [Experiment(m, base.replace(**dict(zip(names, values, strict=True))), data, split)
+    return [Experiment(m, base.replace(**dict(zip(names, values, strict=True))), data, split,
+                       model_options, data_options)
             for m in models for values in itertools.product(*(axes[k] for k in names))]
 
 
-def load_classifier(name: str) -> Classifier:
-    """A zoo name, or ``path/to/file.py:function`` returning a Classifier."""
+def load_classifier(name: str, **conventions) -> Classifier:
+    """A zoo name, ``path/to/file.py:function`` returning a Classifier, or a model file
+    (``.keras``, a SavedModel folder, ``.onnx``, TorchScript ``.pt``) read with its input
+    ``conventions`` (see ``models.from_file``)."""
     from jaxattack import models
+    from jaxattack.models.importers import model_file_kind
 
+    if model_file_kind(name):
+        return models.from_file(name, **conventions)
+    if conventions:
+        raise ValueError(f"input conventions ({', '.join(sorted(conventions))}) apply to model "
+                         f"files (.keras, .onnx, a SavedModel folder, .pt), not to {name!r}")
     if ":" in name and name.split(":")[0].endswith(".py"):
         path, fn = name.rsplit(":", 1)
         if not Path(path).is_file():
@@ -197,19 +225,21 @@ def run(
         process = (jax.process_index(), jax.process_count())
     by_source = defaultdict(list)
     for exp in experiments:
-        by_source[(exp.model, exp.data, exp.split)].append(exp)
+        by_source[(exp.model, exp.model_options, exp.data, exp.data_options, exp.split)].append(
+            exp)
     # Load every model before touching ``out``: a bad name leaves no empty run folder.
-    classifiers = {m: load_model(m) for m in dict.fromkeys(e.model for e in experiments)}
+    classifiers = {m: load_model(m[0], **dict(m[1])) if m[1] else load_model(m[0])
+                   for m in dict.fromkeys((e.model, e.model_options) for e in experiments)}
     store = ResultStore(out, shard=process)
     with store.writing():
         done = store.done()
         mesh = make_mesh(devices)
-        for (model, source, split), exps in by_source.items():
-            x_all, y_all, names = load_data(source, split=split)
+        for (model, model_options, source, data_options, split), exps in by_source.items():
+            x_all, y_all, names = load_data(source, split=split, **dict(data_options))
             sel = data.select_images(y_all, images)[process[0]::process[1]]
             if not sel.size:  # more processes than images: this one has none
                 continue
-            clf = classifiers[model]
+            clf = classifiers[model, model_options]
             x, y, ids = x_all[sel], y_all[sel], sel.astype(np.int64)
             for exp in exps:  # the checks attack() makes, with its messages
                 x, y = inputs.attack_inputs(clf, x, y, exp.config.pixels)

@@ -175,3 +175,37 @@ def test_strategy_params_from_the_command_line_are_stored(tmp_path):
     assert "strategy_params" not in by["de"]  # de has no tau: its rows (and id) as before
     agg = json.loads((out / "summary.json").read_text())["aggregates"]
     assert {a["strategy"]: a["strategy_params"] for a in agg} == {"de": {}, "jde": {"tau": 0.3}}
+
+
+ONNX = str(ROOT / "tests" / "fixtures" / "cnn.onnx")
+ONNX_CONVENTIONS = ["--input-scale", "1", "--mean", "0.4914,0.4822,0.4465",
+                    "--std", "0.247,0.2435,0.2616"]
+
+
+def test_eval_prints_the_accuracy_of_a_model_file_and_catches_wrong_conventions(capsys):
+    pytest.importorskip("onnx", reason="the onnx extra: pip install -e '.[onnx]'")
+    assert cli.main(["eval", "--model", ONNX, *ONNX_CONVENTIONS, "--images", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "cnn.onnx on sample:test (100 images): accuracy 0.6" in out
+    assert cli.main(["eval", "--model", ONNX, "--images", "100"]) == 1  # no normalisation
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "check input_scale" in err and "mean/std" in err
+
+
+def test_attack_a_model_file_stores_its_conventions(tmp_path):
+    pytest.importorskip("onnx", reason="the onnx extra: pip install -e '.[onnx]'")
+    out = tmp_path / "run"
+    assert cli.main(["attack", "--model", ONNX, *ONNX_CONVENTIONS, "--image-size", "32x32",
+                     "--out", str(out), *FAST]) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and rows[0]["experiment"].startswith("cnn_k1_untargeted_de_")
+    assert rows[0]["model_options"] == {"input_scale": "1", "mean": "0.4914,0.4822,0.4465",
+                                        "std": "0.247,0.2435,0.2616"}
+    assert rows[0]["data_options"] == {"image_size": "32x32"}
+
+
+def test_model_and_image_options_are_checked(capsys):
+    assert cli.main(["eval", "--model", "tiny", "--mean", "1,2,3"]) == 1
+    assert "apply to model files" in capsys.readouterr().err
+    assert cli.main(["eval", "--model", "tiny", "--resample", "nearest"]) == 1
+    assert "--resample needs --image-size" in capsys.readouterr().err
