@@ -13,7 +13,7 @@ import numpy as np
 
 from jaxattack import codec, engine, inputs, objective, problems, strategies
 from jaxattack.classifier import Classifier
-from jaxattack.evaluation import DenseEvaluator
+from jaxattack.evaluation import FORWARDS, evaluator
 from jaxattack.result import AttackResult
 from jaxattack.sharding import make_mesh
 from jaxattack.verify import Collector, verify
@@ -66,6 +66,11 @@ class AttackConfig:
                                 "the best other class", choices=objective.LOSSES)
     strategy_params: Any = setting((), "the strategy's own parameters as NAME=VALUE (see "
                                        "jaxattack.strategies)", new=True)
+    forward: str = setting("auto", "how candidates are classified: dense (the whole painted "
+                                   "image), sparse (only what the k pixels reach; the same "
+                                   "probabilities to float rounding) or auto (sparse where "
+                                   "the model declares its layers and it is modelled faster)",
+                           choices=FORWARDS, new=True)
 
     def __post_init__(self):
         def need(ok, msg):
@@ -145,8 +150,8 @@ class AttackConfig:
         space = codec.PixelSpace(self.pixels, *image_shape)
         strategy = strategies.build(self.strategy, space, self.population, self.generations,
                                     self.strategy_values())
-        return engine.Search(strategy, DenseEvaluator(classifier, space, self.loss,
-                                                      self.early_stop))
+        return engine.Search(strategy, evaluator(classifier, space, self.loss, self.early_stop,
+                                                 self.forward, self.population))
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(AttackConfig)}

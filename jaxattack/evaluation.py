@@ -1,18 +1,22 @@
 """How candidates are scored on image problems: decode, paint, classify, objective.
 
-This is the engine's evaluation function for attacks (``engine.Evaluator``). The
-default evaluates every candidate with a dense forward pass of the whole painted image.
+This is the engine's evaluation function for attacks (``engine.Evaluator``).
+``DenseEvaluator`` runs a dense forward pass of the whole painted image per candidate;
+``SparseEvaluator`` caches each problem's clean activations when it is loaded and
+recomputes only what the k pixels reach (``jaxattack.sparse``). ``evaluator()`` picks
+one for ``AttackConfig.forward``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxattack import codec, objective
+from jaxattack import codec, objective, sparse
 from jaxattack.caches import memoize
 from jaxattack.classifier import Classifier
 from jaxattack.engine import Evaluation
@@ -27,6 +31,7 @@ class DenseEvaluator:
     space: codec.PixelSpace
     loss: str = "prob"
     early_stop: str = "success"
+    forward = "dense"
 
     def prepare(self, params, problems: ImageProblem) -> ImageProblem:
         return problems
@@ -51,6 +56,66 @@ class DenseEvaluator:
         return Evaluation(objective.fitness(probs, label, target, self.loss),
                           objective.success(probs, label, target),
                           objective.should_stop(probs, label, target, self.early_stop).any(-1))
+
+
+class CachedProblem(NamedTuple):
+    """An image problem with its clean activations (``SparseEvaluator.prepare``)."""
+
+    image: np.ndarray
+    label: np.ndarray
+    target: np.ndarray
+    cache: tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class SparseEvaluator(DenseEvaluator):
+    """The dense evaluator's scoring over ``plan``'s sparse probabilities.
+
+    ``population`` (candidates per problem) spreads the per-problem cache over the
+    candidates in ``bytes_per_candidate``.
+    """
+
+    plan: sparse.Plan = None
+    population: int = 1
+    forward = "sparse"
+
+    def prepare(self, params, problems: ImageProblem) -> CachedProblem:
+        cache = jax.vmap(self.plan.prepare, (None, 0))(params, problems.image)
+        return CachedProblem(problems.image, problems.label, problems.target, cache)
+
+    def bytes_per_candidate(self) -> int:
+        """The candidate's windows and crops, its handover map and three times the
+        largest map of the dense rest, plus its share of the problem's cache."""
+        return (self.plan.window_bytes() + 4 * self.plan.handover_bytes()
+                + -(-self.plan.cache_bytes() // self.population))
+
+    def probs(self, params, problems: CachedProblem, candidates):
+        return self.plan.probs(params, problems.cache, self.space.decode(candidates))
+
+
+FORWARDS = ("auto", "dense", "sparse")
+
+
+def evaluator(classifier: Classifier, space: codec.PixelSpace, loss: str = "prob",
+              early_stop: str = "success", forward: str = "auto",
+              population: int = 1) -> DenseEvaluator:
+    """The evaluator for ``forward``: "dense"; "sparse" (an error naming the reason where
+    the model has no sparse plan); "auto": sparse where its plan is modelled to be
+    faster, else dense (saying why once, where the model's layers are not supported)."""
+    if forward not in FORWARDS:
+        raise ValueError(f"forward must be one of {FORWARDS}, got {forward!r}")
+    shape = (space.height, space.width, space.channels)
+    plan = None
+    if forward == "sparse":
+        plan = sparse.plan(classifier, space.pixels, shape, gain=0.0)
+        if plan is None:
+            raise ValueError(f"forward='sparse' is not available for {classifier.name}: "
+                             f"{sparse.why_not(classifier, space.pixels, shape)}")
+    elif forward == "auto":
+        plan = sparse.plan(classifier, space.pixels, shape, warn=True)
+    if plan is None:
+        return DenseEvaluator(classifier, space, loss, early_stop)
+    return SparseEvaluator(classifier, space, loss, early_stop, plan, population)
 
 
 def _sizes(jaxpr, out: list[int]) -> list[int]:

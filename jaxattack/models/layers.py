@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxattack import sparse
+
 # CIFAR-10 per-channel statistics on the 0..255 scale (training set).
 CIFAR10_MEAN = (125.31, 122.95, 113.87)
 CIFAR10_STD = (62.99, 62.09, 66.70)
@@ -79,3 +81,15 @@ class ConvBN(nnx.Module):
     def __call__(self, x):
         x = self.bn(self.conv(x))
         return jax.nn.relu(x) if self.relu else x
+
+    def sparse_layers(self) -> list:
+        out = [sparse.Conv.of(self.conv), sparse.BatchNorm.of(self.bn)]
+        return out + [sparse.Relu()] if self.relu else out
+
+
+def declared(*parts) -> list:
+    """Flatten modules (their ``sparse_layers()``) and layers into one declared list."""
+    out = []
+    for p in parts:
+        out += p.sparse_layers() if hasattr(p, "sparse_layers") else [p]
+    return out

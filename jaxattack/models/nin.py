@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from flax import nnx
 
-from .layers import ConvBN, avg_pool2, global_avg_pool, max_pool2, normalize
+from jaxattack import sparse
+
+from .layers import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    ConvBN,
+    avg_pool2,
+    declared,
+    global_avg_pool,
+    max_pool2,
+    normalize,
+)
 
 
 class NiN(nnx.Module):
@@ -36,3 +47,8 @@ class NiN(nnx.Module):
                 x = layer(x)
             x = pool(x) if pool else x
         return global_avg_pool(x)
+
+    def sparse_layers(self) -> list:
+        return declared(sparse.Normalize(CIFAR10_MEAN, CIFAR10_STD), *self.block1,
+                        sparse.MaxPool(2), *self.block2, sparse.AvgPool(2), *self.block3,
+                        sparse.Head(global_avg_pool))

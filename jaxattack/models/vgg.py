@@ -5,7 +5,9 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from .layers import ConvBN, max_pool2, normalize
+from jaxattack import sparse
+
+from .layers import CIFAR10_MEAN, CIFAR10_STD, ConvBN, declared, max_pool2, normalize
 
 # Convolution widths; "M" is a 2x2 max pool. The last block runs on 2x2 feature maps.
 VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
@@ -40,6 +42,15 @@ class VGG(nnx.Module):
                 x = max_pool2(x)
         x = x.reshape(x.shape[0], -1)
         return self.head(jax.nn.relu(self.fc(x)))
+
+    def sparse_layers(self) -> list:
+        out = [sparse.Normalize(CIFAR10_MEAN, CIFAR10_STD)]
+        for i, conv in enumerate(self.convs):
+            out += declared(conv) + ([sparse.MaxPool(2)] if i in self.pool_after else [])
+
+        def head(x):
+            return self.head(jax.nn.relu(self.fc(x.reshape(x.shape[0], -1))))
+        return out + [sparse.Head(head)]
 
 
 def vgg16(num_classes: int = 10, *, rngs: nnx.Rngs) -> VGG:

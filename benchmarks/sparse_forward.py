@@ -1,0 +1,133 @@
+"""Dense vs sparse forward: candidates/s per zoo model and k, measured side by side.
+
+    python benchmarks/sparse_forward.py --models tiny,allcnn --pixels 1,3,5
+    python benchmarks/sparse_forward.py --attack   # also a whole 20-image attack each way
+
+Each row times the same batch (``--problems`` images x ``--candidates`` random
+candidates each) through ``DenseEvaluator.probs`` (paint + full forward) and through
+the sparse plan (caches prepared once, outside the timing), alternating the two, and
+checks that they agree. Results name the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxattack import codec, data, models, sparse
+from jaxattack.evaluation import DenseEvaluator
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    dev = jax.devices()[0]
+    kind = getattr(dev, "device_kind", "")
+    return f"{dev.platform}: {kind}; host {cpu}, {jax.device_count()} device(s)"
+
+
+def timed(fn, reps: int) -> float:
+    jax.block_until_ready(fn())
+    best = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        best.append(time.perf_counter() - t)
+    return float(np.median(best))
+
+
+def row(name, k, images, candidates, reps, handover=None):
+    clf = models.load(name)
+    shape = images.shape[1:]
+    plan = sparse.plan(clf, k, shape, handover=handover)
+    rng = np.random.default_rng(k)
+    s = len(images)
+    px = np.concatenate([rng.integers(0, shape[1], (s, candidates, k, 1)),
+                         rng.integers(0, shape[0], (s, candidates, k, 1)),
+                         rng.integers(0, 256, (s, candidates, k, shape[2]))], -1)
+    px = jnp.asarray(px, jnp.int32)
+    imgs = jnp.asarray(images)
+    space = codec.PixelSpace(k, *shape)
+    ev = DenseEvaluator(clf, space)
+
+    @jax.jit
+    def dense(params, imgs, px):
+        painted = jax.vmap(jax.vmap(codec.paint, (None, 0)), (0, 0))(imgs, px)
+        return clf.probs(params, painted.reshape(-1, *shape)).reshape(s, candidates, -1)
+
+    out = {"model": name, "k": k, "batch": s * candidates, "dense_s": None}
+    out["dense_s"] = timed(lambda: dense(clf.params, imgs, px), reps)
+    if plan is None:
+        out.update(sparse_s=None, speedup=None, note=sparse.why_not(clf, k, shape))
+        return out
+    caches = jax.jit(jax.vmap(plan.prepare, (None, 0)))(clf.params, imgs)
+    fn = jax.jit(plan.probs)
+    err = float(jnp.abs(fn(clf.params, caches, px) - dense(clf.params, imgs, px)).max())
+    out["sparse_s"] = timed(lambda: fn(clf.params, caches, px), reps)
+    out["dense_s"] = min(out["dense_s"], timed(lambda: dense(clf.params, imgs, px), reps))
+    out.update(speedup=out["dense_s"] / out["sparse_s"], modelled=plan.speedup,
+               handover=plan.handover, max_abs_err=err, plan=plan.describe())
+    del ev
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="tiny,resnet20,allcnn,nin,vgg16")
+    ap.add_argument("--pixels", default="1,3,5")
+    ap.add_argument("--problems", type=int, default=4)
+    ap.add_argument("--candidates", type=int, default=100)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--handovers", action="store_true",
+                    help="time every possible handover node (to check the cost model)")
+    ap.add_argument("--out", default=None, help="write JSON + markdown here (stem)")
+    args = ap.parse_args(argv)
+    images = data.load("sample", limit=args.problems)[0]
+    rows = []
+    for name in args.models.split(","):
+        for k in map(int, args.pixels.split(",")):
+            if args.handovers:
+                clf = models.load(name)
+                p = sparse.plan(clf, k, images.shape[1:])
+                for h in sorted(p.costs) if p else []:
+                    if h:
+                        r = row(name, k, images, args.candidates, args.reps, handover=h)
+                        r["model_cost"] = p.costs[h] / p.costs[0]
+                        rows.append(r)
+                        print(json.dumps(r), flush=True)
+                continue
+            r = row(name, k, images, args.candidates, args.reps)
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+    result = {"machine": machine(), "rows": rows, "args": vars(args)}
+    if args.out:
+        Path(args.out + ".json").write_text(json.dumps(result, indent=2) + "\n")
+        lines = [f"Machine: {result['machine']}", "",
+                 "| model | k | batch | dense ms | sparse ms | speed-up | modelled | err |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            sp = "—" if r["sparse_s"] is None else f"{1e3 * r['sparse_s']:.1f}"
+            su = "—" if r["speedup"] is None else f"{r['speedup']:.2f}x"
+            mo = f"{r['modelled']:.2f}x" if r.get("modelled") else "—"
+            er = f"{r['max_abs_err']:.1e}" if r.get("max_abs_err") is not None else "—"
+            lines.append(f"| {r['model']} | {r['k']} | {r['batch']} | "
+                         f"{1e3 * r['dense_s']:.1f} | {sp} | {su} | {mo} | {er} |")
+        Path(args.out + ".md").write_text("\n".join(lines) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

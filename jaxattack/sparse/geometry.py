@@ -1,0 +1,95 @@
+"""Receptive-field cones, window sizes and the cost model that picks the handover.
+
+Per node and axis, the changed output range of an input pixel at coordinate ``y`` is
+``lo(y) .. hi(y)``: a node reading its input's range ``a .. b`` through a ``kernel``
+at ``stride`` after ``pad_lo`` zeros changes outputs ``ceil((a + pad_lo - kernel + 1)
+/ stride) .. floor((b + pad_lo) / stride)`` (clipped to the map); an addition takes the
+union of its inputs' ranges. The sparse pass computes a window of fixed size ``S`` (the
+largest range over all ``y``) starting at ``clip(lo(y), 0, N - S)``: it holds the whole
+range wherever it is clipped, so every changed value lies inside some window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from jaxattack.sparse.layers import Node
+
+# The cost model, in multiply-add equivalents (fit on the 2-core CPU by
+# benchmarks/sparse_forward.py --fit): a multiply-add in a window costs SPARSE_MAC times
+# one in the dense part (smaller matmuls), and each element copied while building crops
+# and windows or pasting the handover map costs COPY.
+SPARSE_MAC = 1.3
+COPY = 6.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Cones:
+    """Per node: window sizes ``(Sh, Sw)`` and start tables ``starts[axis][coord]``."""
+
+    sizes: tuple[tuple[int, int], ...]
+    starts: tuple[tuple[np.ndarray, np.ndarray], ...]
+
+
+def cones(nodes: Sequence[Node]) -> Cones:
+    h, w = nodes[0].shape[:2]
+    ranges = [[(np.arange(h), np.arange(h)), (np.arange(w), np.arange(w))]]
+    sizes, starts = [(1, 1)], [(np.arange(h), np.arange(w))]
+    for node in nodes[1:]:
+        per_axis, size, start = [], [], []
+        for ax in (0, 1):
+            n, k, s, pl = node.shape[ax], node.kernel[ax], node.stride[ax], node.pads[ax][0]
+            los, his = [], []
+            for u in node.inputs:
+                a, b = ranges[u][ax]
+                los.append(-((-(a + pl - k + 1)) // s))  # ceil division
+                his.append((b + pl) // s)
+            lo = np.clip(np.min(los, axis=0), 0, n - 1)
+            hi = np.clip(np.max(his, axis=0), 0, n - 1)
+            hi = np.maximum(hi, lo)  # an empty range (a pixel a pool drops): any window
+            sz = int(min(n, (hi - lo + 1).max()))
+            per_axis.append((lo, hi))
+            size.append(sz)
+            start.append(np.clip(lo, 0, n - sz).astype(np.int32))
+        ranges.append(per_axis)
+        sizes.append(tuple(size))
+        starts.append(tuple(start))
+    return Cones(tuple(sizes), tuple(starts))
+
+
+def crop_size(node: Node, size: tuple[int, int]) -> tuple[int, int]:
+    """The input crop an output window of ``size`` reads."""
+    return tuple((size[a] - 1) * node.stride[a] + node.kernel[a] for a in (0, 1))
+
+
+def cuts(nodes: Sequence[Node]) -> list[int]:
+    """Nodes after which the network reads nothing earlier: where the dense part may
+    start from one map."""
+    out = []
+    for i in range(1, len(nodes)):
+        if all(u >= i for n in nodes[i + 1:] for u in n.inputs):
+            out.append(i)
+    return out
+
+
+def costs(nodes: Sequence[Node], cone: Cones, k: int) -> dict[int, float]:
+    """Modelled cost of one candidate per handover node (0: all dense)."""
+    def area(shape):
+        return shape[0] * shape[1]
+
+    dense = [0.0] + [area(n.shape) * n.macs for n in nodes[1:]]
+    sparse = [0.0]
+    for i, node in enumerate(nodes[1:], 1):
+        crop = crop_size(node, cone.sizes[i])
+        copies = sum(nodes[u].shape[2] * (area(crop) + k * area(cone.sizes[u]))
+                     for u in node.inputs)
+        sparse.append(k * (SPARSE_MAC * area(cone.sizes[i]) * node.macs + COPY * copies))
+    out = {0: float(sum(dense))}
+    for cut in cuts(nodes):
+        paste = COPY * nodes[cut].shape[2] * (area(nodes[cut].shape) + k * area(
+            cone.sizes[cut]))
+        out[cut] = float(sum(sparse[1:cut + 1]) + paste + sum(dense[cut + 1:]))
+    return out

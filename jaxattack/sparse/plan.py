@@ -1,0 +1,245 @@
+"""A sparse forward plan for one classifier, k and image shape: prepare, then probs.
+
+    plan = sparse.plan(classifier, k=1, image_shape=(32, 32, 3))  # None: dense only
+    cache = plan.prepare(params, image)          # once per problem: clean activations
+    probs = plan.probs(params, caches, pixels)   # [S, N, K] for pixels [S, N, k, 2 + C]
+
+Per candidate and node up to the handover, each of the k pixels gets an output window
+(``geometry``), computed from a crop of every input: the clean cached activation with
+all k of that input's windows pasted into it, in pixel order. Every window holds all
+the values its pixel can change and is computed from exact inputs, so overlapping or
+repeated pixels stay exact. At the handover node the k windows are pasted into its
+clean map and the rest of the network runs dense, batched over candidates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxattack.caches import memoize
+from jaxattack.classifier import Classifier
+from jaxattack.sparse import geometry
+from jaxattack.sparse.layers import compile_graph, dense
+
+# A declared graph must reproduce the classifier within this (checked once per plan).
+DECLARED_TOLERANCE = {"float32": 1e-4, "other": 5e-2}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Plan:
+    """Static layout of the sparse pass (see the module docstring)."""
+
+    classifier: Classifier
+    pixels: int
+    image_shape: tuple[int, int, int]
+    handover: int  # the node whose map the dense part starts from
+    cones: geometry.Cones
+    margins: dict  # node -> per-axis padding of its cached map
+    costs: dict  # handover node -> modelled cost per candidate
+
+    @property
+    def speedup(self) -> float:
+        """Modelled speed-up over the dense forward."""
+        return self.costs[0] / self.costs[self.handover]
+
+    def _graph(self, params):
+        return compile_graph(self.classifier.layers(params), self.image_shape)
+
+    def prepare(self, params, image):
+        """The clean activations one problem's candidates read: ``image`` uint8 [H, W, C]
+        -> tuple of padded maps (the per-problem cache)."""
+        nodes, head = self._graph(params)
+        values = {0: image[None].astype(jnp.float32)}
+        for i in range(1, self.handover + 1):
+            node = nodes[i]
+            values[i] = node.apply(*[_pad(values[u], node.pads) for u in node.inputs])
+        return tuple(_pad(values[i][0], ((m[0], m[0]), (m[1], m[1])))
+                     for i, m in sorted(self.margins.items()))
+
+    def cache_bytes(self) -> int:
+        """Bytes of one problem's cache."""
+        shapes = jax.eval_shape(self.prepare, self.classifier.params,
+                                jax.ShapeDtypeStruct(self.image_shape, jnp.uint8))
+        return sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in shapes)
+
+    def handover_bytes(self) -> int:
+        """Bytes of one candidate's handover map (float32)."""
+        nodes = self._graph(self.classifier.params)[0]
+        return 4 * int(np.prod(nodes[self.handover].shape))
+
+    def window_bytes(self) -> int:
+        """Bytes of one candidate's windows and crops (all nodes, all k pixels)."""
+        nodes = self._graph(self.classifier.params)[0]
+        total = 0
+        for i in range(1, self.handover + 1):
+            crop = geometry.crop_size(nodes[i], self.cones.sizes[i])
+            total += 4 * self.pixels * (np.prod(self.cones.sizes[i]) * nodes[i].shape[2]
+                                        + sum(np.prod(crop) * nodes[u].shape[2]
+                                              for u in nodes[i].inputs))
+        return int(total)
+
+    def probs(self, params, caches, pixels):
+        """Probabilities ``[S, N, K]``: ``caches`` from ``prepare`` (leading problem axis
+        ``S``), ``pixels`` int32 ``[S, N, k, 2 + C]`` (x, y, colour)."""
+        nodes, head = self._graph(params)
+        order = sorted(self.margins)
+        s, n = pixels.shape[:2]
+
+        def one(cache, px):
+            return self._handover_map(nodes, dict(zip(order, cache, strict=True)), px)
+
+        maps = jax.vmap(jax.vmap(one, (None, 0)))(caches, pixels)
+        maps = maps.reshape(s * n, *maps.shape[2:])
+        out = dense(nodes, head, None, start=self.handover + 1, values={self.handover: maps})
+        out = out.astype(jnp.float32)
+        if self.classifier.outputs == "logits":
+            out = jax.nn.softmax(out, axis=-1)
+        return out.reshape(s, n, -1)
+
+    def _handover_map(self, nodes, cache, px):
+        """One candidate: the map of the handover node with its k windows in place."""
+        sizes, starts = self.cones.sizes, self.cones.starts
+        ys, xs = px[:, 1], px[:, 0]
+        colour = px[:, 2:].astype(jnp.float32)[:, None, None, :]
+        wins = {0: (jnp.stack([ys, xs], -1), colour)}
+        for i in range(1, self.handover + 1):
+            node = nodes[i]
+            st = jnp.stack([jnp.asarray(starts[i][0])[ys], jnp.asarray(starts[i][1])[xs]], -1)
+            crops = [self._crops(node, sizes[i], st, cache[u], wins[u], self.margins[u],
+                                 sizes[u]) for u in node.inputs]
+            wins[i] = (st, jax.vmap(node.apply)(*crops))
+        st, vals = wins[self.handover]
+        m = self.margins[self.handover]
+        h, w = nodes[self.handover].shape[:2]
+        full = cache[self.handover][m[0]:m[0] + h, m[1]:m[1] + w]
+        for j in range(self.pixels):
+            full = jax.lax.dynamic_update_slice(full, vals[j].astype(full.dtype),
+                                                (st[j, 0], st[j, 1], 0))
+        return full
+
+    def _crops(self, node, out_size, out_start, clean, wins, margin, win_size):
+        """The input crops ``[k, ch, cw, C]`` of a node's k windows, from the clean padded
+        map of one input with that input's k windows pasted into it."""
+        crop = geometry.crop_size(node, out_size)
+        buf = tuple(crop[a] + 2 * win_size[a] for a in (0, 1))
+        # buffer origin in the input's unpadded coordinates, then in the cache's
+        origin = out_start * jnp.asarray(node.stride) - jnp.asarray(
+            [node.pads[0][0], node.pads[1][0]]) - jnp.asarray(win_size)
+        at = origin + jnp.asarray(margin)
+        w_start, w_vals = wins
+
+        def one(at_i, origin_i):
+            b = jax.lax.dynamic_slice(clean, (at_i[0], at_i[1], 0), (*buf, clean.shape[2]))
+            for j in range(self.pixels):  # later pixels win, as when painting
+                # a disjoint window lands in the margins (clipped here: lax wraps a
+                # negative start around, as numpy indexing does)
+                rel = jnp.clip(w_start[j] - origin_i, 0, jnp.asarray(buf) - jnp.asarray(
+                    win_size))
+                b = jax.lax.dynamic_update_slice(b, w_vals[j].astype(b.dtype),
+                                                 (rel[0], rel[1], 0))
+            return b[win_size[0]:win_size[0] + crop[0], win_size[1]:win_size[1] + crop[1]]
+
+        return jax.vmap(one)(at, origin)
+
+    def describe(self) -> str:
+        nodes = self._graph(self.classifier.params)[0]
+        sizes = ", ".join(f"{nodes[i].kind}{'x'.join(map(str, self.cones.sizes[i]))}"
+                          for i in range(1, self.handover + 1))
+        return (f"sparse forward of {self.classifier.name} at k={self.pixels}: windows "
+                f"{sizes}; dense from node {self.handover} of {len(nodes) - 1} "
+                f"({'x'.join(map(str, nodes[self.handover].shape))}); modelled "
+                f"speed-up {self.speedup:.2f}x")
+
+
+def _pad(x, pads):
+    if not any(np.ravel(pads)):
+        return x
+    return jnp.pad(x, [(0, 0)] * (x.ndim - 3) + [tuple(pads[0]), tuple(pads[1]), (0, 0)])
+
+
+# forward="auto" takes the sparse pass where the cost model expects at least this gain.
+AUTO_GAIN = 1.1
+
+
+def why_not(classifier: Classifier, pixels: int, image_shape) -> str | None:
+    """Why ``classifier`` has no sparse forward at ``k = pixels`` (None if it has one)."""
+    try:
+        _build(classifier, pixels, tuple(image_shape))
+    except _NoPlan as e:
+        return str(e)
+    return None
+
+
+def plan(classifier: Classifier, pixels: int, image_shape, handover: int | None = None,
+         warn: bool = False, gain: float = AUTO_GAIN) -> Plan | None:
+    """The sparse plan (handover from the cost model, or ``handover``), or None where the
+    model declares no supported layers (with ``warn``: says why, once per classifier)
+    or where the modelled speed-up is below ``gain``."""
+    try:
+        out = _build(classifier, pixels, tuple(image_shape), handover)
+    except _NoPlan as e:
+        if warn:
+            _warn_once(classifier, str(e))
+        return None
+    return out if handover is not None or out.speedup >= gain else None
+
+
+class _NoPlan(Exception):
+    pass
+
+
+@memoize(32)
+def _warn_once(classifier, reason):
+    warnings.warn(f"forward='auto' runs dense for {classifier.name}: {reason}", stacklevel=3)
+
+
+@memoize(64)
+def _build(classifier: Classifier, pixels: int, image_shape, handover=None) -> Plan:
+    if classifier.layers is None:
+        raise _NoPlan("it declares no layers for the sparse forward (docs/sparse.md)")
+    try:
+        nodes, head = compile_graph(classifier.layers(classifier.params), image_shape)
+    except ValueError as e:
+        raise _NoPlan(str(e)) from None
+    cone = geometry.cones(nodes)
+    costs = geometry.costs(nodes, cone, pixels)
+    if handover is None:
+        handover = min(set(costs) - {0}, key=lambda c: (costs[c], c))
+    elif handover not in costs or handover == 0:
+        raise ValueError(f"handover must be one of {sorted(set(costs) - {0})}, got {handover}")
+    margins = {}
+    for i in range(1, handover + 1):
+        for u in nodes[i].inputs:
+            m = margins.get(u, (0, 0))
+            margins[u] = tuple(max(m[a], max(nodes[i].pads[a]) + cone.sizes[u][a])
+                               for a in (0, 1))
+    margins.setdefault(handover, (0, 0))
+    _check_declared(classifier, image_shape)
+    return Plan(classifier, pixels, image_shape, handover, cone, margins, costs)
+
+
+@memoize(32)
+def _check_declared(classifier, image_shape) -> None:
+    """The declared graph's dense forward must match the classifier's own forward."""
+    x = jax.random.randint(jax.random.PRNGKey(0), (2, *image_shape), 0, 256).astype(jnp.uint8)
+    ref = jax.jit(classifier.probs)(classifier.params, x)
+
+    def declared(params, x):
+        nodes, head = compile_graph(classifier.layers(params), image_shape)
+        out = dense(nodes, head, x).astype(jnp.float32)
+        return jax.nn.softmax(out, -1) if classifier.outputs == "logits" else out
+
+    got = jax.jit(declared)(classifier.params, x)
+    nodes = compile_graph(classifier.layers(classifier.params), image_shape)[0]
+    low = any(getattr(n.layer, "dtype", None) not in (None, jnp.float32) for n in nodes)
+    tol = DECLARED_TOLERANCE["other" if low else "float32"]
+    err = float(jnp.abs(got - ref).max())
+    if not err <= tol:
+        raise _NoPlan(f"its declared layers do not reproduce its forward pass (probabilities "
+                      f"differ by {err:.2g})")
+
