@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxattack import engine, strategies
+from jaxattack import engine, sizing, strategies
 from jaxattack.codec import PixelSpace
 from jaxattack.sharding import make_mesh
 
@@ -229,7 +229,7 @@ def test_auto_shrinks_only_when_the_saving_outweighs_compiling():
 
 
 def test_default_slots_fit_the_memory_budget(monkeypatch):
-    monkeypatch.setattr(engine, "memory_budget", lambda device: 10**9)
+    monkeypatch.setattr(sizing, "memory_budget", lambda device: 10**9)
     one = make_mesh(1)
     assert engine.default_slots(20, 1000, one, bytes_per_candidate=10**7) == 5  # 100 cands
     assert engine.default_slots(400, 1000, one, bytes_per_candidate=10**8) == 1  # at least 1

@@ -19,6 +19,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
+from . import checks
 from . import conventions as cv
 
 KERAS_EXTRA_HINT = 'pip install "jaxattack[keras]"'
@@ -82,7 +83,7 @@ def from_keras(
       layout: ``"auto"`` reads it from ``model.inputs`` (Keras is channels-last unless
         the model was built with ``data_format="channels_first"``).
       outputs: ``"auto"``, ``"probs"`` (a softmax at the end) or ``"logits"``.
-      check: run the convention checks on real images (:func:`conventions.check`).
+      check: run the convention checks on real images (:func:`checks.check`).
     """
     from ..classifier import Classifier
 
@@ -141,10 +142,10 @@ def from_keras(
     if outs and outs[0].shape and outs[0].shape[-1]:
         k_declared = int(outs[0].shape[-1])
     if check:
-        res = cv.check(build, params, conv, name=label, outputs=outputs,
-                       num_classes=num_classes or k_declared, input_shape=hwc,
-                       images=check_images, labels=check_labels,
-                       layout_hint="NCHW" if lay == "NHWC" else "NHWC")
+        res = checks.check(build, params, conv, name=label, outputs=outputs,
+                           num_classes=num_classes or k_declared, input_shape=hwc,
+                           images=check_images, labels=check_labels,
+                           layout_hint="NCHW" if lay == "NHWC" else "NHWC")
         resolved, k = res.outputs, res.num_classes
     else:
         resolved = cv.unchecked_outputs(outputs)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import jax.numpy as jnp
 
+from . import checks
 from . import conventions as cv
 
 TF_EXTRA_HINT = 'pip install "jaxattack[tf]" && pip install --no-deps tf2jax'
@@ -159,10 +160,10 @@ def from_saved_model(
     except Exception:
         pass
     if check:
-        res = cv.check(build, params, conv, name=label, outputs=outputs,
-                       num_classes=num_classes or k_declared, input_shape=hwc,
-                       images=check_images, labels=check_labels,
-                       layout_hint="NCHW" if lay == "NHWC" else "NHWC")
+        res = checks.check(build, params, conv, name=label, outputs=outputs,
+                           num_classes=num_classes or k_declared, input_shape=hwc,
+                           images=check_images, labels=check_labels,
+                           layout_hint="NCHW" if lay == "NHWC" else "NHWC")
         resolved, k = res.outputs, res.num_classes
     else:
         resolved, k = cv.unchecked_outputs(outputs), num_classes or k_declared

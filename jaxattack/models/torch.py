@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import checks
 from . import conventions as cv
 
 _WARNED = False
@@ -166,7 +167,7 @@ def from_torch(
 
     with torch.inference_mode():  # the output size, from one image
         shape = input_shape or (tuple(np.shape(check_images)[1:]) if check_images is not None
-                                else cv.DEFAULT_CHECK_SHAPE)
+                                else checks.DEFAULT_CHECK_SHAPE)
         probe = np.zeros((1, *shape), np.uint8)
         x0 = np.asarray(cv.preprocess(jnp.asarray(probe), conv))
         try:
@@ -192,10 +193,10 @@ def from_torch(
 
     params: dict = {}
     if check:
-        res = cv.check(lambda c: build(c, warn=False), params, conv, name=label,
-                       outputs=outputs, num_classes=num_classes, input_shape=input_shape,
-                       images=check_images, labels=check_labels,
-                       layout_hint="NHWC" if conv.layout == "NCHW" else "NCHW")
+        res = checks.check(lambda c: build(c, warn=False), params, conv, name=label,
+                           outputs=outputs, num_classes=num_classes, input_shape=input_shape,
+                           images=check_images, labels=check_labels,
+                           layout_hint="NHWC" if conv.layout == "NCHW" else "NCHW")
         resolved, k = res.outputs, res.num_classes
     else:
         resolved, k = cv.unchecked_outputs(outputs), num_classes or k_out
