@@ -99,6 +99,7 @@ class PadChannels:
 
 
 POINTWISE = (Normalize, BatchNorm, Act, PadChannels)
+DENSE_IM2COL = 4  # whole maps up to this size: im2col (as vgg16 does); larger: XLA conv
 
 
 # ---- spatial layers ------------------------------------------------------------------
@@ -341,7 +342,7 @@ def dense(nodes: Sequence[Node], head, image, start: int = 0, values: dict | Non
         node = nodes[i]
         xs = [_pad(values[j], node.pads) for j in node.inputs]
         if node.kind == "conv":
-            x = conv_dense(xs[0], node.layer) if max(node.shape[:2]) > 4 else \
+            x = conv_dense(xs[0], node.layer) if max(node.shape[:2]) > DENSE_IM2COL else \
                 conv_valid(xs[0], node.layer)
             for fn in node.post:
                 x = fn(x)

@@ -117,34 +117,26 @@ class Plan:
         m = self.margins[self.handover]
         h, w = nodes[self.handover].shape[:2]
         full = cache[self.handover][m[0]:m[0] + h, m[1]:m[1] + w]
-        for j in range(self.pixels):
-            full = jax.lax.dynamic_update_slice(full, vals[j].astype(full.dtype),
-                                                (st[j, 0], st[j, 1], 0))
-        return full
+        return _paste(full, jnp.zeros(2, jnp.int32), st, vals, sizes[self.handover])
 
     def _crops(self, node, out_size, out_start, clean, wins, margin, win_size):
         """The input crops ``[k, ch, cw, C]`` of a node's k windows, from the clean padded
-        map of one input with that input's k windows pasted into it."""
+        map of one input with that input's k windows pasted into it (a masked select per
+        window, so a window that overlaps a crop only in part lands where it belongs)."""
         crop = geometry.crop_size(node, out_size)
-        buf = tuple(crop[a] + 2 * win_size[a] for a in (0, 1))
-        # buffer origin in the input's unpadded coordinates, then in the cache's
+        # crop origin in the input's unpadded coordinates
         origin = out_start * jnp.asarray(node.stride) - jnp.asarray(
-            [node.pads[0][0], node.pads[1][0]]) - jnp.asarray(win_size)
+            [node.pads[0][0], node.pads[1][0]])
         at = origin + jnp.asarray(margin)
         w_start, w_vals = wins
 
         def one(at_i, origin_i):
-            b = jax.lax.dynamic_slice(clean, (at_i[0], at_i[1], 0), (*buf, clean.shape[2]))
-            for j in range(self.pixels):  # later pixels win, as when painting
-                # a disjoint window lands in the margins (clipped here: lax wraps a
-                # negative start around, as numpy indexing does)
-                rel = jnp.clip(w_start[j] - origin_i, 0, jnp.asarray(buf) - jnp.asarray(
-                    win_size))
-                b = jax.lax.dynamic_update_slice(b, w_vals[j].astype(b.dtype),
-                                                 (rel[0], rel[1], 0))
-            return b[win_size[0]:win_size[0] + crop[0], win_size[1]:win_size[1] + crop[1]]
+            b = jax.lax.dynamic_slice(clean, (at_i[0], at_i[1], 0), (*crop, clean.shape[2]))
+            return _paste(b, origin_i, w_start, w_vals, win_size)
 
-        return jax.vmap(one)(at, origin)
+        # materialised once (fused into the im2col slices, the select would be redone
+        # per slice)
+        return jax.lax.optimization_barrier(jax.vmap(one)(at, origin))
 
     def describe(self) -> str:
         nodes = self._graph(self.classifier.params)[0]
@@ -154,6 +146,19 @@ class Plan:
                 f"{sizes}; dense from node {self.handover} of {len(nodes) - 1} "
                 f"({'x'.join(map(str, nodes[self.handover].shape))}); modelled "
                 f"speed-up {self.speedup:.2f}x")
+
+
+def _paste(crop, origin, starts, windows, size):
+    """``crop`` (at ``origin``) with the windows ``[k, *size, C]`` at ``starts [k, 2]``
+    written over it, later ones last (as painting does): a masked select per window,
+    so a window that overlaps the crop in part lands where it belongs."""
+    for j in range(windows.shape[0]):
+        r = jnp.arange(crop.shape[0]) + origin[0] - starts[j, 0]
+        c = jnp.arange(crop.shape[1]) + origin[1] - starts[j, 1]
+        inside = ((r >= 0) & (r < size[0]))[:, None] & ((c >= 0) & (c < size[1]))[None, :]
+        vals = windows[j][jnp.clip(r, 0, size[0] - 1)][:, jnp.clip(c, 0, size[1] - 1)]
+        crop = jnp.where(inside[..., None], vals.astype(crop.dtype), crop)
+    return crop
 
 
 def _pad(x, pads):
@@ -216,8 +221,7 @@ def _build(classifier: Classifier, pixels: int, image_shape, handover=None) -> P
     for i in range(1, handover + 1):
         for u in nodes[i].inputs:
             m = margins.get(u, (0, 0))
-            margins[u] = tuple(max(m[a], max(nodes[i].pads[a]) + cone.sizes[u][a])
-                               for a in (0, 1))
+            margins[u] = tuple(max(m[a], *nodes[i].pads[a]) for a in (0, 1))
     margins.setdefault(handover, (0, 0))
     _check_declared(classifier, image_shape)
     return Plan(classifier, pixels, image_shape, handover, cone, margins, costs)
