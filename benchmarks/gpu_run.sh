@@ -7,6 +7,9 @@
 # and the next one starts:
 #   1. log.txt         GPU, driver, jax/flax versions, then every step's output
 #   2. throughput.*    every zoo model, float32 and bfloat16, raw forward vs attack, MFU
+#   2b. sparse_forward.* every zoo model, k = 1, 3, 5: dense vs sparse forward, side by
+#                      side at 82 problems x 400 candidates, then tiny's whole attack
+#                      (20 images, paper budget) each way
 #   3. tiny_10k.json   tiny, 1 pixel, untargeted, paper budget, 10,000 test images
 #                      (target: < 120 s on one H100)
 #   4. repro.json      32 images at 4 and 82 slots: are the results identical on a GPU?
@@ -44,10 +47,13 @@ if [ "${SMOKE:-0}" = 1 ]; then
   BUDGET=${BUDGET:-300}; ZOO=tiny; SLOTS=1; DTYPES=float32; GENS=1
   BIG=4; SMALL=2; PAPER=2; KS=1; REPRO=(--images 4 --slots 1,4)
   SEARCH=(--population 8 --generations 2)
+  SPARSE=(--problems 2 --candidates 8 --reps 2 --attack-images 2 --attack-population 8
+          --attack-generations 2)
 else
   BUDGET=${BUDGET:-540}; ZOO=tiny,resnet20,allcnn,nin,vgg16; SLOTS=82; DTYPES=float32,bfloat16
   GENS=3; BIG=10000; SMALL=1000; PAPER=500; KS=1,3,5; REPRO=(--images 32 --slots 4,82)
   SEARCH=()
+  SPARSE=(--problems 82 --candidates 400 --reps 5 --attack-images 20)
 fi
 [ "$DATA" = sample ] && BIG=$(( BIG < 1000 ? BIG : 1000 ))
 t0=$SECONDS
@@ -87,6 +93,8 @@ step throughput 150 $PY benchmarks/throughput.py --models "$ZOO" --slots "$SLOTS
     --devices 1 --dtypes "$DTYPES" --generations "$GENS" --repeats 2 \
     --peak-tflops "$PEAK_TFLOPS" --peak-tflops-bf16 "$PEAK_TFLOPS_BF16" \
     --out "$OUT/throughput.json"
+step "sparse forward" 150 $PY benchmarks/sparse_forward.py --models "$ZOO" --pixels "$KS" \
+    "${SPARSE[@]}" --out "$OUT/sparse_forward"
 step "tiny, $BIG images" 180 $PY benchmarks/timed_attack.py --model tiny --data "$DATA" \
     --images "$BIG" --target-seconds $(( 120 * BIG / 10000 )) "${SEARCH[@]}" \
     --out "$RUNS/tiny" --json "$OUT/tiny_10k.json"
@@ -118,7 +126,7 @@ for name in ("tiny_10k", "allcnn_1k"):
               f"q/s), fooled {r['success_rate']:.1%}, target {r['target_seconds']} s met: {r['met']}")
     else:
         print(f"{name}: no result")
-for name in ("throughput.md", "paper_table.md"):
+for name in ("throughput.md", "sparse_forward.md", "paper_table.md"):
     p = out / name
     print(p.read_text() if p.exists() else f"{name}: no result")
 EOF

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxattack import codec, data, models, sparse
+from jaxattack import codec, data, models, slots, sparse
 
 
 def machine() -> str:
@@ -84,6 +84,69 @@ def row(name, k, images, candidates, reps, handover=None):
     return out
 
 
+def attack_row(name, k, images, labels, generations, population):
+    """A whole attack (the paper's DE, untargeted) each way: seconds (without the
+    engine's measured compile time, reported apart) and queries/s."""
+    import jaxattack as ja
+
+    clf = models.load(name)
+    out = {"model": name, "k": k, "images": len(images), "population": population,
+           "generations": generations}
+    results = {}
+    for forward in ("dense", "sparse"):
+        cfg = ja.AttackConfig(pixels=k, population=population, generations=generations,
+                              forward=forward)
+        ja.clear_caches()
+        t = time.perf_counter()
+        res = ja.attack(clf, images, labels, cfg)
+        sec = time.perf_counter() - t
+        # the engine's compile time of its programs (one per slot count of the tail)
+        compile_s = sum(v[1] for v in slots._EXECUTABLES.values())
+        results[forward] = res
+        out[f"{forward}_compile_s"] = compile_s
+        sec -= compile_s
+        out[f"{forward}_s"] = sec
+        out[f"{forward}_queries_per_s"] = float(res.queries.sum()) / sec
+        out[f"{forward}_fooled"] = int(res.success.sum())
+    a, b = results["dense"], results["sparse"]
+    out["identical"] = bool((a.pixels == b.pixels).all() and (a.success == b.success).all()
+                            and (a.generations == b.generations).all())
+    out["speedup"] = out["dense_s"] / out["sparse_s"]
+    return out
+
+
+def write(out, rows, attacks, args) -> dict:
+    """The results so far as JSON and markdown (rewritten after every row, so a run cut
+    short by a time cap keeps what it measured)."""
+    result = {"machine": machine(), "rows": rows, "attacks": attacks, "args": vars(args)}
+    if not out:
+        return result
+    Path(out + ".json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [f"Machine: {result['machine']}", "",
+             "| model | k | batch | dense ms | sparse ms | speed-up | modelled | err |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        sp = "—" if r["sparse_s"] is None else f"{1e3 * r['sparse_s']:.1f}"
+        su = "—" if r["speedup"] is None else f"{r['speedup']:.2f}x"
+        mo = f"{r['modelled']:.2f}x" if r.get("modelled") else "—"
+        er = f"{r['max_abs_err']:.1e}" if r.get("max_abs_err") is not None else "—"
+        lines.append(f"| {r['model']} | {r['k']} | {r['batch']} | "
+                     f"{1e3 * r['dense_s']:.1f} | {sp} | {su} | {mo} | {er} |")
+    if attacks:
+        lines += ["", "| model | k | images | budget | dense s | sparse s | speed-up "
+                  "| dense q/s | sparse q/s | fooled (dense/sparse) | identical |",
+                  "|---|---:|---:|---|---:|---:|---:|---:|---:|---|---|"]
+        for r in attacks:
+            lines.append(
+                f"| {r['model']} | {r['k']} | {r['images']} | {r['population']} x "
+                f"{r['generations'] + 1} | {r['dense_s']:.1f} | {r['sparse_s']:.1f} | "
+                f"{r['speedup']:.2f}x | {r['dense_queries_per_s']:,.0f} | "
+                f"{r['sparse_queries_per_s']:,.0f} | {r['dense_fooled']}/"
+                f"{r['sparse_fooled']} | {r['identical']} |")
+    Path(out + ".md").write_text("\n".join(lines) + "\n")
+    return result
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="tiny,resnet20,allcnn,nin,vgg16")
@@ -93,10 +156,15 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--handovers", action="store_true",
                     help="time every possible handover node (to check the cost model)")
+    ap.add_argument("--attack-images", type=int, default=0,
+                    help="also attack this many sample images each way (0: no)")
+    ap.add_argument("--attack-models", default="tiny")
+    ap.add_argument("--attack-generations", type=int, default=100)
+    ap.add_argument("--attack-population", type=int, default=400)
     ap.add_argument("--out", default=None, help="write JSON + markdown here (stem)")
     args = ap.parse_args(argv)
     images = data.load("sample", limit=args.problems)[0]
-    rows = []
+    rows, attacks = [], []
     for name in args.models.split(","):
         for k in map(int, args.pixels.split(",")):
             if args.handovers:
@@ -108,25 +176,21 @@ def main(argv=None):
                         r["model_cost"] = p.costs[h] / p.costs[0]
                         rows.append(r)
                         print(json.dumps(r), flush=True)
+                        write(args.out, rows, attacks, args)
                 continue
             r = row(name, k, images, args.candidates, args.reps)
             rows.append(r)
             print(json.dumps(r), flush=True)
-    result = {"machine": machine(), "rows": rows, "args": vars(args)}
-    if args.out:
-        Path(args.out + ".json").write_text(json.dumps(result, indent=2) + "\n")
-        lines = [f"Machine: {result['machine']}", "",
-                 "| model | k | batch | dense ms | sparse ms | speed-up | modelled | err |",
-                 "|---|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in rows:
-            sp = "—" if r["sparse_s"] is None else f"{1e3 * r['sparse_s']:.1f}"
-            su = "—" if r["speedup"] is None else f"{r['speedup']:.2f}x"
-            mo = f"{r['modelled']:.2f}x" if r.get("modelled") else "—"
-            er = f"{r['max_abs_err']:.1e}" if r.get("max_abs_err") is not None else "—"
-            lines.append(f"| {r['model']} | {r['k']} | {r['batch']} | "
-                         f"{1e3 * r['dense_s']:.1f} | {sp} | {su} | {mo} | {er} |")
-        Path(args.out + ".md").write_text("\n".join(lines) + "\n")
-    return result
+            write(args.out, rows, attacks, args)
+    if args.attack_images:
+        x, y = data.load("sample", limit=args.attack_images)[:2]
+        for name in args.attack_models.split(","):
+            for k in map(int, args.pixels.split(",")):
+                r = attack_row(name, k, x, y, args.attack_generations, args.attack_population)
+                attacks.append(r)
+                print(json.dumps(r), flush=True)
+                write(args.out, rows, attacks, args)
+    return write(args.out, rows, attacks, args)
 
 
 if __name__ == "__main__":
