@@ -18,12 +18,14 @@ import numpy as np
 
 from jaxattack.sparse.layers import Node
 
-# The cost model, in multiply-add equivalents (fit on the 2-core CPU by
-# benchmarks/sparse_forward.py --fit): a multiply-add in a window costs SPARSE_MAC times
-# one in the dense part (smaller matmuls), and each element copied while building crops
-# and windows or pasting the handover map costs COPY.
-SPARSE_MAC = 1.3
-COPY = 6.0
+# The cost model, in multiply-add equivalents: a multiply-add in a window costs
+# SPARSE_MAC times one in the dense part (smaller matmuls), and each element copied
+# while building crops, im2col patches and the handover map costs COPY. Fit to tiny's
+# timed handovers at k = 1 and 3 (``benchmarks/sparse_forward.py --handovers``) on the
+# shared 2-core CPU: rms error of the modelled speed-up about 15 %. On an accelerator
+# the balance differs; ``sparse.plan(..., handover=)`` overrides the choice.
+SPARSE_MAC = 2.0
+COPY = 20.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,12 +86,15 @@ def costs(nodes: Sequence[Node], cone: Cones, k: int) -> dict[int, float]:
     sparse = [0.0]
     for i, node in enumerate(nodes[1:], 1):
         crop = crop_size(node, cone.sizes[i])
-        copies = sum(nodes[u].shape[2] * (area(crop) + k * area(cone.sizes[u]))
-                     for u in node.inputs)
+        # per pixel: each input's crop gathered and k windows selected over it, and for
+        # a convolution its im2col patches
+        copies = sum(nodes[u].shape[2] * area(crop) * (1 + k) for u in node.inputs)
+        if node.kind == "conv":
+            copies += area(cone.sizes[i]) * node.kernel[0] * node.kernel[1] * \
+                nodes[node.inputs[0]].shape[2]
         sparse.append(k * (SPARSE_MAC * area(cone.sizes[i]) * node.macs + COPY * copies))
     out = {0: float(sum(dense))}
     for cut in cuts(nodes):
-        paste = COPY * nodes[cut].shape[2] * (area(nodes[cut].shape) + k * area(
-            cone.sizes[cut]))
+        paste = COPY * nodes[cut].shape[2] * area(nodes[cut].shape) * (1 + k)
         out[cut] = float(sum(sparse[1:cut + 1]) + paste + sum(dense[cut + 1:]))
     return out
