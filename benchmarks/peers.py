@@ -97,6 +97,8 @@ def parse(argv):
     ap.add_argument("--population", type=int, default=400)
     ap.add_argument("--generations", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--forward", default="auto", choices=["auto", "dense", "sparse"],
+                    help="jaxattack's forward pass (auto/sparse: also timed dense)")
     ap.add_argument("--methods", default=",".join(METHODS),
                     help=f"comma list out of {','.join(METHODS)}")
     ap.add_argument("--port-images", type=int, default=256,
@@ -271,11 +273,11 @@ def main(argv=None):  # noqa: C901 - one linear script
               "early_stop": "on success", "max_queries": args.population *
               (args.generations + 1)}
     cfg = ja.AttackConfig(pixels=args.pixels, population=args.population,
-                          generations=args.generations, seed=args.seed)
+                          generations=args.generations, seed=args.seed, forward=args.forward)
     results, extra = {}, {}
 
     # -- jaxattack ------------------------------------------------------------------------
-    def run_jax(tag):
+    def run_jax(tag, cfg=cfg):
         la = load_avg()
         t0 = time.perf_counter()
         res = ja.attack(clf, x, y, cfg, image_ids=ids, progress=False)
@@ -288,7 +290,15 @@ def main(argv=None):  # noqa: C901 - one linear script
         _, first, la_first = run_jax("call 1 (compiles)")
         res, second, la_second = run_jax("call 2 (steady)")
         extra["jax"] = {"first_call_seconds": first, "steady_seconds": [second],
-                        "load_avg": [la_first, la_second], "res": res}
+                        "load_avg": [la_first, la_second], "res": res,
+                        "forward": cfg.search(clf, x.shape[1:]).evaluate.forward}
+        if args.forward != "dense":  # the dense forward side by side, for the ratio
+            dense_cfg = cfg.replace(forward="dense")
+            run_jax("dense forward, call 1 (compiles)", dense_cfg)
+            res_d, dense_s, _ = run_jax("dense forward, call 2 (steady)", dense_cfg)
+            extra["jax"]["dense_steady_seconds"] = dense_s
+            extra["jax"]["dense_identical"] = bool(
+                (res_d.pixels == res.pixels).all() and (res_d.success == res.success).all())
 
     # -- peers ---------------------------------------------------------------------------
     def peer_loop(method, attack_one, counted):
@@ -469,6 +479,9 @@ def main(argv=None):  # noqa: C901 - one linear script
         "raw_forward": raw,
         "jaxattack": ({"first_call_seconds": extra["jax"]["first_call_seconds"],
                        "steady_call_seconds": extra["jax"]["steady_seconds"],
+                       "forward": extra["jax"]["forward"],
+                       "dense_steady_call_seconds": extra["jax"].get("dense_steady_seconds"),
+                       "dense_identical": extra["jax"].get("dense_identical"),
                        "note": "one batched call for all images; per-image time = mean "
                                "steady call / images; call 1 includes compilation"}
                       if "jax" in extra else None),
@@ -537,7 +550,14 @@ def markdown(out) -> str:
             f"images. Call 1 (with compilation): {j['first_call_seconds']:.2f} s; steady "
             f"calls (before / after the peers): "
             f"{' / '.join(f'{t:.2f}' for t in j['steady_call_seconds'])} s. The peers attack "
-            f"one image at a time; per image = mean over images.")
+            f"one image at a time; per image = mean over images. jaxattack's forward pass: "
+            f"{j['forward']}.")
+        if j.get("dense_steady_call_seconds"):
+            lines.append("")
+            lines.append(
+                f"The same call with the dense forward: {j['dense_steady_call_seconds']:.2f} s "
+                f"({j['dense_steady_call_seconds'] / np.mean(j['steady_call_seconds']):.2f}× "
+                f"the time; results identical: {j['dense_identical']}).")
         lines.append("")
     if out["fastest_peer"] and out["target_2x_met"] is not None:
         f = out["fastest_peer"]
