@@ -99,7 +99,10 @@ def load(
     """
     entry = read_registry().get(name, {})
     names = tuple(entry.get("class_names", ())) or None
-    module = build(name, len(names) if names else 10, seed)
+    if weights is None:
+        module = build(name, len(names) if names else 10, seed)
+    else:  # shapes only: the weights replace every value (no random init to compile)
+        module = nnx.eval_shape(lambda: build(name, len(names) if names else 10, seed))
     module.eval()
     if weights is not None:
         if isinstance(weights, str) and weights == SHIPPED:

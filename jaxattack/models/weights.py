@@ -60,7 +60,7 @@ def restore(path: str | os.PathLike, state: nnx.State, expected_sha256: str | No
         raise WeightsError(f"weight file {path} is not a valid msgpack state: {e}") from e
     want = nnx.to_pure_dict(state)
     _check_same(want, pure, str(path))
-    pure = _map(lambda x, ref: np.asarray(x).astype(np.asarray(ref).dtype), pure, want)
+    pure = _map(lambda x, ref: np.asarray(x).astype(ref.dtype), pure, want)
     out = jax.tree.map(lambda x: x, state)  # a copy with fresh Variables
     nnx.replace_by_pure_dict(out, pure)
     return out
@@ -78,7 +78,7 @@ def _check_same(want, got, where, prefix=""):
             raise WeightsError(f"{where}: parameter names differ from the model at {prefix or '/'}")
         for k in want:
             _check_same(want[k], got[k], where, f"{prefix}/{k}")
-    elif np.shape(want) != np.shape(got):
+    elif tuple(want.shape) != np.shape(got):
         raise WeightsError(
-            f"{where}: {prefix} has shape {np.shape(got)}, the model expects {np.shape(want)}"
+            f"{where}: {prefix} has shape {np.shape(got)}, the model expects {tuple(want.shape)}"
         )

@@ -99,7 +99,15 @@ class PadChannels:
 
 
 POINTWISE = (Normalize, BatchNorm, Act, PadChannels)
-DENSE_IM2COL = 4  # whole maps up to this size: im2col (as vgg16 does); larger: XLA conv
+
+
+def _im2col_dense(node) -> bool:
+    """Whether the dense part runs a convolution as im2col + matmul rather than XLA's
+    convolution: only on maps of at most 4x4 (XLA:CPU's convolution is ~30x slower
+    there, as vgg16's shifted matmuls show). Tried and measured slower in the whole
+    network on the 2-core CPU: im2col from 64 input channels on (tiny 788 ms vs 325 ms
+    per 400 images), or everywhere (863 ms)."""
+    return max(node.shape[:2]) <= 4
 
 
 # ---- spatial layers ------------------------------------------------------------------
@@ -275,22 +283,24 @@ def compile_graph(layers: Sequence, image_shape: tuple[int, int, int]):
 
 def _chain(nodes: list, cur: int, layers: list, top: bool = False):
     """Append ``layers`` after node ``cur``; returns the Head's function (top level) or
-    the last node's index."""
+    the last node's index. A branch of a Residual never fuses into the node it starts
+    from (the other branch reads that node as it is)."""
     for i, layer in enumerate(layers):
         if isinstance(layer, Head):
             if not top or i != len(layers) - 1:
                 raise ValueError("Head must be the last declared layer")
             return layer.fn
-        cur = _add(nodes, cur, layer)
+        cur = _add(nodes, cur, layer, fuse=top or i > 0)
     return None if top else cur
 
 
-def _add(nodes: list, cur: int, layer) -> int:
+def _add(nodes: list, cur: int, layer, fuse: bool = True) -> int:
     prev = nodes[cur]
     h, w, c = prev.shape
     if isinstance(layer, POINTWISE):
         out_c = c + layer.lo + layer.hi if isinstance(layer, PadChannels) else c
-        if prev.kind != "input" and cur == len(nodes) - 1 and not _consumed(nodes, cur):
+        if (fuse and prev.kind != "input" and cur == len(nodes) - 1
+                and not _consumed(nodes, cur)):
             nodes[cur] = dataclasses.replace(prev, post=prev.post + (layer,),
                                              shape=(h, w, out_c))
             return cur
@@ -342,8 +352,7 @@ def dense(nodes: Sequence[Node], head, image, start: int = 0, values: dict | Non
         node = nodes[i]
         xs = [_pad(values[j], node.pads) for j in node.inputs]
         if node.kind == "conv":
-            x = conv_dense(xs[0], node.layer) if max(node.shape[:2]) > DENSE_IM2COL else \
-                conv_valid(xs[0], node.layer)
+            x = (conv_valid if _im2col_dense(node) else conv_dense)(xs[0], node.layer)
             for fn in node.post:
                 x = fn(x)
             values[i] = x

@@ -203,8 +203,23 @@ def _warn_once(classifier, reason):
     warnings.warn(f"forward='auto' runs dense for {classifier.name}: {reason}", stacklevel=3)
 
 
-@memoize(64)
 def _build(classifier: Classifier, pixels: int, image_shape, handover=None) -> Plan:
+    plan, why = _plan_or_reason(classifier, pixels, image_shape, handover)
+    if plan is None:
+        raise _NoPlan(why)
+    return plan
+
+
+@memoize(64)
+def _plan_or_reason(classifier, pixels, image_shape, handover):
+    """Cached either way: the declared-vs-forward check compiles two forward passes."""
+    try:
+        return _make(classifier, pixels, image_shape, handover), None
+    except _NoPlan as e:
+        return None, str(e)
+
+
+def _make(classifier: Classifier, pixels: int, image_shape, handover=None) -> Plan:
     if classifier.layers is None:
         raise _NoPlan("it declares no layers for the sparse forward (docs/sparse.md)")
     try:
@@ -213,6 +228,8 @@ def _build(classifier: Classifier, pixels: int, image_shape, handover=None) -> P
         raise _NoPlan(str(e)) from None
     cone = geometry.cones(nodes)
     costs = geometry.costs(nodes, cone, pixels)
+    if len(costs) == 1:
+        raise _NoPlan("it declares no spatial layer before its Head")
     if handover is None:
         handover = min(set(costs) - {0}, key=lambda c: (costs[c], c))
     elif handover not in costs or handover == 0:
