@@ -173,6 +173,7 @@ def main(argv=None):
     ap.add_argument("--attack-images", type=int, default=0,
                     help="also attack this many sample images each way (0: no)")
     ap.add_argument("--attack-models", default="tiny")
+    ap.add_argument("--attack-pixels", default="1")
     ap.add_argument("--attack-generations", type=int, default=100)
     ap.add_argument("--attack-population", type=int, default=400)
     ap.add_argument("--out", default=None, help="write JSON + markdown here (stem)")
@@ -199,7 +200,7 @@ def main(argv=None):
     if args.attack_images:
         x, y = data.load("sample", limit=args.attack_images)[:2]
         for name in args.attack_models.split(","):
-            for k in map(int, args.pixels.split(",")):
+            for k in map(int, args.attack_pixels.split(",")):
                 r = attack_row(name, k, x, y, args.attack_generations, args.attack_population)
                 attacks.append(r)
                 print(json.dumps(r), flush=True)

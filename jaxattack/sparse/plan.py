@@ -87,37 +87,40 @@ class Plan:
         """Probabilities ``[S, N, K]``: ``caches`` from ``prepare`` (leading problem axis
         ``S``), ``pixels`` int32 ``[S, N, k, 2 + C]`` (x, y, colour)."""
         nodes, head = self._graph(params)
-        order = sorted(self.margins)
-        s, n = pixels.shape[:2]
+        cache = dict(zip(sorted(self.margins), caches, strict=True))
+        s, n, k = pixels.shape[:3]
+        sizes, starts = self.cones.sizes, self.cones.starts
+        ys, xs = pixels[..., 1], pixels[..., 0]
+        colour = pixels[..., 2:].astype(jnp.float32)[..., None, None, :]
+        wins = {0: (jnp.stack([ys, xs], -1), colour)}  # node -> (starts, values) [S, N, k..]
+        def per_candidate(f):  # f(problem's cache, then per-candidate arrays)
+            return jax.vmap(jax.vmap(f, (None, 0, 0, 0)))
+        for i in range(1, self.handover + 1):
+            node = nodes[i]
+            st = jnp.stack([jnp.asarray(starts[i][0])[ys], jnp.asarray(starts[i][1])[xs]], -1)
+            crops = []
+            for u in node.inputs:
+                def crop(clean, st, w_st, w_val, u=u, node=node, i=i):
+                    return self._crops(node, sizes[i], st, clean, (w_st, w_val),
+                                       self.margins[u], sizes[u])
+                c = per_candidate(crop)(cache[u], st, *wins[u])
+                crops.append(c.reshape(s * n * k, *c.shape[3:]))  # one batch for the node
+            out = node.apply(*crops)
+            wins[i] = (st, out.reshape(s, n, k, *out.shape[1:]))
+        m = self.margins[self.handover]
+        h, w = nodes[self.handover].shape[:2]
 
-        def one(cache, px):
-            return self._handover_map(nodes, dict(zip(order, cache, strict=True)), px)
+        def place(clean, st, vals, _=None):
+            full = clean[m[0]:m[0] + h, m[1]:m[1] + w]
+            return _paste(full, jnp.zeros(2, jnp.int32), st, vals, sizes[self.handover])
 
-        maps = jax.vmap(jax.vmap(one, (None, 0)))(caches, pixels)
+        maps = per_candidate(place)(cache[self.handover], *wins[self.handover], pixels)
         maps = maps.reshape(s * n, *maps.shape[2:])
         out = dense(nodes, head, None, start=self.handover + 1, values={self.handover: maps})
         out = out.astype(jnp.float32)
         if self.classifier.outputs == "logits":
             out = jax.nn.softmax(out, axis=-1)
         return out.reshape(s, n, -1)
-
-    def _handover_map(self, nodes, cache, px):
-        """One candidate: the map of the handover node with its k windows in place."""
-        sizes, starts = self.cones.sizes, self.cones.starts
-        ys, xs = px[:, 1], px[:, 0]
-        colour = px[:, 2:].astype(jnp.float32)[:, None, None, :]
-        wins = {0: (jnp.stack([ys, xs], -1), colour)}
-        for i in range(1, self.handover + 1):
-            node = nodes[i]
-            st = jnp.stack([jnp.asarray(starts[i][0])[ys], jnp.asarray(starts[i][1])[xs]], -1)
-            crops = [self._crops(node, sizes[i], st, cache[u], wins[u], self.margins[u],
-                                 sizes[u]) for u in node.inputs]
-            wins[i] = (st, jax.vmap(node.apply)(*crops))
-        st, vals = wins[self.handover]
-        m = self.margins[self.handover]
-        h, w = nodes[self.handover].shape[:2]
-        full = cache[self.handover][m[0]:m[0] + h, m[1]:m[1] + w]
-        return _paste(full, jnp.zeros(2, jnp.int32), st, vals, sizes[self.handover])
 
     def _crops(self, node, out_size, out_start, clean, wins, margin, win_size):
         """The input crops ``[k, ch, cw, C]`` of a node's k windows, from the clean padded
@@ -134,9 +137,10 @@ class Plan:
             b = jax.lax.dynamic_slice(clean, (at_i[0], at_i[1], 0), (*crop, clean.shape[2]))
             return _paste(b, origin_i, w_start, w_vals, win_size)
 
-        # materialised once (fused into the im2col slices, the select would be redone
-        # per slice)
-        return jax.lax.optimization_barrier(jax.vmap(one)(at, origin))
+        crops = jax.vmap(one)(at, origin)
+        if node.kind == "conv" and node.kernel[0] * node.kernel[1] > 1:
+            crops = _materialise(crops)
+        return crops
 
     def describe(self) -> str:
         nodes = self._graph(self.classifier.params)[0]
@@ -159,6 +163,16 @@ def _paste(crop, origin, starts, windows, size):
         vals = windows[j][jnp.clip(r, 0, size[0] - 1)][:, jnp.clip(c, 0, size[1] - 1)]
         crop = jnp.where(inside[..., None], vals.astype(crop.dtype), crop)
     return crop
+
+
+def _materialise(x):
+    """``x`` unchanged, as the output of a matmul by the identity (exact: each value
+    times 1 plus zeros). Left as a select over gathers, XLA:CPU fuses the crop into
+    every im2col slice and recomputes it per slice (measured: 25 recomputations took
+    half of NiN's sparse time); a matmul's output is materialised once, and
+    ``optimization_barrier`` did not stop the fusion."""
+    eye = jnp.eye(x.shape[-1], dtype=x.dtype)
+    return jnp.einsum("...c,cd->...d", x, eye, precision=jax.lax.Precision.HIGHEST)
 
 
 def _pad(x, pads):
