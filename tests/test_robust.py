@@ -161,3 +161,15 @@ def test_cli_bad_input_is_one_line(tmp_path, args, msg):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and msg in lines[0], proc.stderr
     assert not (tmp_path / "e" / "results.jsonl").exists()
+
+
+def test_cli_evaluate_writes_and_prints_the_table(tmp_path):
+    from jaxattack import cli
+
+    out, model = tmp_path / "e", str(ROOT / "tests" / "cli_model.py") + ":classifier"
+    assert cli.main(["evaluate", "--model", model, "--out", str(out),
+                     "--images", "3", "--pixels", "1,2", "--attacks", "sparse-rs:40",
+                     "--no-progress"]) == 0
+    res = json.loads((out / robust.EVALUATION).read_text())
+    assert list(res["robust_accuracy"]) == ["1", "2"] and res["n_images"] == 3
+    assert [a["name"] for a in res["attacks"]] == ["sparse-rs"]
