@@ -117,6 +117,8 @@ def evaluate(model: str, data_source: str = "sample", *, out: str | Path, images
     the module docstring). Writes ``evaluation.json``, ``evaluation.md``,
     ``robust_accuracy.png`` and ``timing.json`` into ``out`` and returns the JSON."""
     ensemble = parse_attacks(attacks, budget)
+    if images is not None and images < 1:
+        raise ValueError(f"images must be >= 1, got {images}")
     exp0 = sweep.Experiment(model, AttackConfig(seed=seed), data_source, split, model_options,
                             data_options)
     clf = load_model(model, **dict(exp0.model_options))
