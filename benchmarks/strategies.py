@@ -91,7 +91,6 @@ def main(argv=None):
     ap.add_argument("--out", default="benchmarks/results/strategies_cpu")
     args = ap.parse_args(argv)
 
-    import numpy as np
     from engine_overhead import machine
 
     import jaxattack as ja
