@@ -14,8 +14,8 @@ from jaxattack.result import AttackResult
 
 __version__ = "0.1.0"
 SUBMODULES = ("codec", "data", "de", "distributed", "engine", "evaluation", "models",
-              "objective", "problems", "report", "sharding", "stats", "store", "strategies",
-              "sweep", "train", "verify")
+              "objective", "problems", "report", "robust", "sharding", "stats", "store",
+              "strategies", "sweep", "train", "verify")
 __all__ = [
     "AttackConfig", "AttackResult", "Classifier", "MinKResult", "attack", "clear_caches",
     "minimum_k", "predict", "__version__", *SUBMODULES,

@@ -1,4 +1,4 @@
-"""``jaxattack`` command line: attack, sweep, eval, report, repair, train, models.
+"""``jaxattack`` command line: attack, sweep, eval, evaluate, report, repair, train, models.
 
 Exit codes: 0 success, 1 a runtime error (one line on stderr), 2 bad usage,
 130 interrupted. The argument parser is built in ``cli_parser.py``.
@@ -64,6 +64,8 @@ def _dispatch(args) -> int:
         return _models()
     if args.command == "eval":
         return _eval(args)
+    if args.command == "evaluate":
+        return _evaluate(args)
     if args.command == "report":
         return _report(Path(args.run))
     if args.command == "repair":
@@ -192,6 +194,21 @@ def _models() -> int:
         acc = card.get("test_accuracy")
         print(f"{name:<10} {'shipped' if card['weights_shipped'] else 'none':<8} "
               f"{f'{acc:.2%}' if acc is not None else '-':>8}  {card['description']}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from jaxattack import robust
+
+    result = robust.evaluate(
+        args.model, args.data, out=args.out, images=args.images, ks=args.pixels,
+        attacks=args.attacks or robust.DEFAULT_ENSEMBLE, budget=args.budget, seed=args.seed,
+        split=args.split, model_options=_options(args, MODEL_OPTIONS),
+        data_options=_options(args, DATA_OPTIONS), batch_size=args.batch_size,
+        progress=not args.no_progress)
+    print((Path(args.out) / "evaluation.md").read_text())
+    print("robust accuracy: " + ", ".join(f"k={k} {v:.1%}"
+                                          for k, v in result["robust_accuracy"].items()))
     return 0
 
 

@@ -178,6 +178,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="zoo name, file.py:function or a model file (default: tiny)")
     _source_options(e, None)
 
+    v = sub.add_parser("evaluate", help="robust accuracy per k from an ensemble of attacks",
+                       description="Robust accuracy per k: the share of images classified "
+                                   "correctly and fooled by no attack of the ensemble, run as "
+                                   "a cascade (each attack only on the images still standing). "
+                                   "Writes evaluation.json, evaluation.md, robust_accuracy.png "
+                                   "and timing.json into --out; re-running resumes.")
+    v.add_argument("--model", default="tiny",
+                   help="zoo name, file.py:function or a model file (default: tiny)")
+    v.add_argument("--out", required=True, help="run folder")
+    _source_options(v, 100)
+    v.add_argument("--pixels", type=_ints, default=[1, 3, 5, 10],
+                   help="comma list of k (default: 1,3,5,10)")
+    v.add_argument("--attacks", default=None,
+                   help="comma list of attacks, each NAME or NAME:QUERIES, in cascade order "
+                        "(default: learned-rs,sparse-rs,de,oracle; oracle runs at k = 1 only)")
+    v.add_argument("--budget", type=int, default=10_000,
+                   help="queries per image for each attack without its own (default: 10000)")
+    v.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    v.add_argument("--batch-size", type=int, default=None,
+                   help="problems searched together (default: chosen from the devices)")
+    v.add_argument("--cpu-devices", type=int, default=None,
+                   help="split the CPU into this many JAX devices (default: 1)")
+    v.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
     r = sub.add_parser("report", help="re-render tables and figures from a run folder")
     r.add_argument("run", help="run folder")
 

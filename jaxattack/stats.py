@@ -90,3 +90,13 @@ def summary(c: Mapping[str, np.ndarray], empty=float("nan")) -> dict:
         "mean_generations": _mean(np.asarray(c["generations"], np.float64)[ok], empty),
         "search_not_verified": int((np.asarray(c["search_success"], bool) & ~success).sum()),
     }
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (95% by default); ``(0, 1)`` for n = 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))

@@ -204,6 +204,7 @@ def run(
     load_data: Callable | None = None,
     flush_every: int = FLUSH_PROBLEMS,
     process: tuple[int, int] | None = None,
+    image_ids: Sequence[int] | None = None,
 ) -> ResultStore:
     """Run (or resume) ``experiments`` on the first ``images`` images of each data source.
 
@@ -213,6 +214,9 @@ def run(
     ``process=(i, n)``, by default ``(jax.process_index(), jax.process_count())``: this
     process attacks every n-th selected image, starting at the i-th, on its local
     devices, and appends to its own store shard. Processes never wait for each other.
+
+    ``image_ids``: attack exactly these images (indices into each data source) instead
+    of the first ``images`` (the robustness cascade attacks the images still standing).
     """
     if save_images not in SAVE_IMAGES:
         raise ValueError(f"save_images must be one of {SAVE_IMAGES}, got {save_images!r}")
@@ -236,7 +240,8 @@ def run(
         mesh = make_mesh(devices)
         for (model, model_options, source, data_options, split), exps in by_source.items():
             x_all, y_all, names = load_data(source, split=split, **dict(data_options))
-            sel = data.select_images(y_all, images)[process[0]::process[1]]
+            sel = (data.select_images(y_all, images) if image_ids is None else
+                   np.unique(np.asarray(image_ids, np.int64)))[process[0]::process[1]]
             if not sel.size:  # more processes than images: this one has none
                 continue
             clf = classifiers[model, model_options]

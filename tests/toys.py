@@ -52,3 +52,15 @@ def small_cnn(num_classes=10, channels=3, seed=0):
 
 def random_images(n, h=8, w=8, c=3, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, h, w, c), dtype=np.uint8)
+
+
+def linear(num_classes=10, height=8, width=8, channels=3, seed=0, scale=0.02):
+    """A random linear classifier on the raw pixels: cheap to compile, and pixels of
+    large weight move its decision (some images flip with one pixel, others need more)."""
+    w = np.random.default_rng(seed).normal(0, scale, (height * width * channels, num_classes))
+
+    def apply_fn(params, x):
+        return x.reshape(x.shape[0], -1).astype(jnp.float32) @ params["w"]
+
+    return ja.Classifier.from_logits(apply_fn, {"w": jnp.asarray(w, jnp.float32)}, num_classes,
+                                     input_shape=(height, width, channels), name="linear")

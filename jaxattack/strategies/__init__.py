@@ -15,10 +15,12 @@ from typing import Any
 
 from jaxattack.strategies.base import NoParams, Strategy
 from jaxattack.strategies.differential import DE, JDE, DEBest, DEBin, DECurrentToBest
+from jaxattack.strategies.learned_rs import LearnedRS
+from jaxattack.strategies.oracle import Oracle
 from jaxattack.strategies.sparse_rs import SparseRS
 
 REGISTRY: dict[str, type[Strategy]] = {
-    s.name: s for s in (DE, DEBin, DEBest, DECurrentToBest, JDE, SparseRS)
+    s.name: s for s in (DE, DEBin, DEBest, DECurrentToBest, JDE, SparseRS, LearnedRS, Oracle)
 }
 NAMES = tuple(REGISTRY)
 
@@ -52,5 +54,6 @@ def build(name: str, space, population: int, generations: int,
     return get(name)(space, population, generations, make_params(name, params))
 
 
-__all__ = ["DE", "JDE", "NAMES", "REGISTRY", "DEBest", "DEBin", "DECurrentToBest", "NoParams",
-           "SparseRS", "Strategy", "build", "get", "make_params", "param_fields"]
+__all__ = ["DE", "JDE", "NAMES", "REGISTRY", "DEBest", "DEBin", "DECurrentToBest",
+           "LearnedRS", "NoParams", "Oracle", "SparseRS", "Strategy", "build", "get",
+           "make_params", "param_fields"]

@@ -34,6 +34,24 @@ def resample_fraction(p_init: float, used: jax.Array, budget: int) -> jax.Array:
     return p_init / jnp.asarray(_DIVS, jnp.float32)[step]
 
 
+def resample_mask(key, strategy: Strategy, p_init: float, generation) -> jax.Array:
+    """``[population, k]``: which pixels each candidate resamples (``m`` of them, at random,
+    ``m`` from the paper's schedule at this point of the budget, at least 1)."""
+    n, k = strategy.population, strategy.space.pixels
+    budget = n * (strategy.generations + 1)
+    frac = resample_fraction(p_init, generation * n, budget)
+    m = jnp.maximum(1, jnp.round(frac * k)).astype(jnp.int32)
+    rank = jnp.argsort(jax.random.uniform(key, (n, k)), axis=-1).argsort(-1)
+    return rank < m
+
+
+def keep_best(best, best_fitness, cands, fitness, generation):
+    """The best of this generation replaces ``best`` if strictly better (always at 0)."""
+    j = jnp.argmin(fitness)
+    better = (fitness[j] < best_fitness) | (generation == 0)
+    return jnp.where(better, cands[j], best), jnp.where(better, fitness[j], best_fitness)
+
+
 @dataclasses.dataclass(frozen=True)
 class SparseRSParams:
     p_init: float = dataclasses.field(default=0.3, metadata={
@@ -75,17 +93,11 @@ class SparseRS(Strategy):
         n, k = self.population, self.space.pixels
         k_new, k_pick = jax.random.split(key)
         fresh = self._random(k_new, n)  # [n, k, 2 + C]
-        budget = self.population * (self.generations + 1)
-        frac = resample_fraction(self.params.p_init, generation * n, budget)
-        m = jnp.maximum(1, jnp.round(frac * k)).astype(jnp.int32)
-        rank = jnp.argsort(jax.random.uniform(k_pick, (n, k)), axis=-1).argsort(-1)
-        change = (rank < m)[..., None]  # m random pixels of each candidate
+        change = resample_mask(k_pick, self, self.params.p_init, generation)[..., None]
         current = state.best.reshape(k, -1)
         cands = jnp.where(change, fresh, current).reshape(n, -1)
         return jnp.where(generation == 0, fresh.reshape(n, -1), cands), None
 
     def tell(self, state, cands, pending, fitness, generation):
-        j = jnp.argmin(fitness)
-        better = (fitness[j] < state.best_fitness) | (generation == 0)
-        return SparseRSState(jnp.where(better, cands[j], state.best),
-                             jnp.where(better, fitness[j], state.best_fitness))
+        return SparseRSState(*keep_best(state.best, state.best_fitness, cands, fitness,
+                                        generation))
