@@ -15,31 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from engine_overhead import machine  # the benchmarks' one machine line
 
 from jaxattack import codec, data, models, slots, sparse
 from jaxattack.sparse.layers import compile_graph
 from jaxattack.sparse.layers import dense as dense_part
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    dev = jax.devices()[0]
-    kind = getattr(dev, "device_kind", "")
-    return f"{dev.platform}: {kind}; host {cpu}, {jax.device_count()} device(s)"
 
 
 def timed(fns, reps: int) -> list[float]:

@@ -24,7 +24,7 @@ import numpy as np
 from jaxattack.caches import memoize
 from jaxattack.classifier import Classifier
 from jaxattack.sparse import geometry
-from jaxattack.sparse.layers import compile_graph, dense
+from jaxattack.sparse.layers import _pad, compile_graph, dense
 
 # A declared graph must reproduce the classifier within this (checked once per plan).
 DECLARED_TOLERANCE = {"float32": 1e-4, "other": 5e-2}
@@ -173,12 +173,6 @@ def _materialise(x):
     ``optimization_barrier`` did not stop the fusion."""
     eye = jnp.eye(x.shape[-1], dtype=x.dtype)
     return jnp.einsum("...c,cd->...d", x, eye, precision=jax.lax.Precision.HIGHEST)
-
-
-def _pad(x, pads):
-    if not any(np.ravel(pads)):
-        return x
-    return jnp.pad(x, [(0, 0)] * (x.ndim - 3) + [tuple(pads[0]), tuple(pads[1]), (0, 0)])
 
 
 # forward="auto" takes the sparse pass where the cost model expects at least this gain.
