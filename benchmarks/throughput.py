@@ -88,7 +88,8 @@ def attack_memory(clf, mesh, slots: int, population: int) -> float | None:
         slots = -(-slots // n_dev) * n_dev
         spec = engine.SearchSpec(1, h, w, c, population, 1, early_stop="none")
         eng = engine.Engine(spec, clf, mesh, slots)
-        return program_mb(eng._evolve.lower(eng.slots, eng.params, jnp.int32(1)).compile())
+        return program_mb(eng._evolve.lower(eng.slots, eng.params, jnp.int32(1),
+                                            jnp.int32(1)).compile())
     except Exception:  # the engine's internals are not an API
         return None
 

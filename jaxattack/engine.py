@@ -23,10 +23,12 @@ public names are importable from here too.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import jax
 import jax.numpy as jnp
@@ -39,13 +41,16 @@ from jaxattack.sharding import AXIS
 from jaxattack.sizing import (
     AUTO_CANDIDATES_PER_ACCELERATOR,
     AUTO_CANDIDATES_PER_DEVICE,
-    _tail_size,
+    POLL_S,
+    _tail_sizes,
+    default_chunk,
     default_slots,
     ladder,
     memory_budget,
 )
 from jaxattack.slots import (
     MAX_EXECUTABLES,
+    MAX_STEPS,
     Evaluation,
     Evaluator,
     Search,
@@ -58,7 +63,8 @@ from jaxattack.slots import (
 
 __all__ = ["AUTO_CANDIDATES_PER_ACCELERATOR", "AUTO_CANDIDATES_PER_DEVICE", "MAX_EXECUTABLES",
            "Engine", "Evaluation", "Evaluator", "OnFinished", "RunStats", "Search", "SlotView",
-           "Slots", "compile_seconds", "default_slots", "ladder", "memory_budget", "run"]
+           "Slots", "compile_seconds", "default_chunk", "default_slots", "ladder",
+           "memory_budget", "run"]
 
 
 @dataclasses.dataclass
@@ -87,20 +93,29 @@ class Engine:
     """Compiled search over ``num_slots`` slots on ``mesh``; state lives on the devices.
 
     ``template`` is a batch of problems (any number of rows) giving their structure.
+    ``chunk``: slots per evaluation call on each device (``default_chunk``); below a
+    device's slot count, finished problems' chunks are skipped.
     """
 
-    def __init__(self, search: Search, params, mesh: Mesh, num_slots: int, template):
+    def __init__(self, search: Search, params, mesh: Mesh, num_slots: int, template,
+                 chunk: int | None = None):
         n_dev = mesh.devices.size
         if num_slots % n_dev:
             raise ValueError(f"num_slots={num_slots} is not a multiple of {n_dev} devices")
+        per = num_slots // n_dev
+        chunk = default_chunk(mesh, search.population, num_slots) if chunk is None else chunk
+        if chunk < 1 or per % min(chunk, per):
+            raise ValueError(f"chunk={chunk} does not divide {per} slots per device")
         self.search, self.mesh, self.num_slots = search, mesh, num_slots
+        self.chunk = min(chunk, per)
         self.sharding = NamedSharding(mesh, P(AXIS))
         self.params = jax.device_put(params, NamedSharding(mesh, P()))
-        self._evolve, self._load, self._view, fresh, self._place = _programs(search, mesh)
+        self._evolve, self._load, self._view, fresh, self._place = _programs(search, mesh,
+                                                                             self.chunk)
         zeros = jax.tree.map(lambda a: np.zeros((num_slots, *a.shape[1:]), a.dtype), template)
         self.slots = fresh(self.params, *self._put(np.zeros((num_slots, 2), np.uint32), zeros,
                                                    np.zeros(num_slots, bool)))
-        self._exe, self.compile_seconds = _compiled_evolve(search, mesh, self.slots,
+        self._exe, self.compile_seconds = _compiled_evolve(search, mesh, self.chunk, self.slots,
                                                            self.params)
 
     def _put(self, *trees):
@@ -110,25 +125,66 @@ class Engine:
         """Put fresh problems (``[num_slots, ...]`` rows) into the slots where ``mask`` is set."""
         self.slots = self._load(self.slots, self.params, *self._put(mask, keys, problems))
 
-    def evolve(self, min_finished: int) -> tuple[SlotView, int]:
-        """Run until every device has seen ``min_finished`` slots finish (or none is active).
+    def evolve(self, min_finished: int, max_steps: int = MAX_STEPS) -> tuple[SlotView, int]:
+        """Run until every device has seen ``min_finished`` slots finish (or none is active),
+        or for ``max_steps`` generations.
 
         Returns the slots' view and the slot-generations computed.
         """
-        self.slots, steps = self._exe(self.slots, self.params, jnp.int32(min_finished))
+        self.slots, computed = self._exe(self.slots, self.params, jnp.int32(min_finished),
+                                         jnp.int32(max_steps))
         view = SlotView(*jax.device_get(self._view(self.slots)))
-        return view, int(np.asarray(steps).sum()) * (self.num_slots // steps.shape[0])
+        return view, int(np.asarray(computed).sum())
 
-    def moved(self, rows: np.ndarray, num_slots: int, template) -> Engine:
-        """A new engine of ``num_slots`` slots holding these slots' ``rows`` first (their
-        whole search state: a problem's result does not depend on where it runs)."""
-        other = Engine(self.search, self.params, self.mesh, num_slots, template)
-        picked = np.zeros(num_slots, np.int64)
+    def take(self, other: Engine, rows: np.ndarray) -> Engine:
+        """``other`` (a fresh engine with fewer slots) holding these slots' ``rows`` first,
+        with their whole search state: a problem's result does not depend on where it
+        runs."""
+        picked = np.zeros(other.num_slots, np.int64)
         picked[: len(rows)] = rows
         state = jax.tree.map(lambda a: np.asarray(a)[picked], jax.device_get(self.slots))
-        mask = np.arange(num_slots) < len(rows)
-        other.slots = other._place(*self._put(mask), self._put(state)[0], other.slots)
+        mask = np.arange(other.num_slots) < len(rows)
+        other.slots = other._place(*other._put(mask), other._put(state)[0], other.slots)
         return other
+
+
+def _built(search: Search, params, mesh: Mesh, num_slots: int, template) -> Engine:
+    """A fresh engine with its view program compiled too (what the tail moves into)."""
+    other = Engine(search, params, mesh, num_slots, template, chunk=num_slots)
+    jax.block_until_ready(other._view(other.slots))
+    return other
+
+
+class _Tail:
+    """Engines of the ladder's smaller slot counts, built one at a time on a background
+    thread while the current engine computes, so that the tail moves without stopping
+    to compile (XLA compiles on the host, beside the device's work)."""
+
+    def __init__(self, search: Search, params, mesh: Mesh, template):
+        self._args = search, params, mesh, template
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="jaxattack-tail")
+        self._builds: dict[int, Future] = {}
+
+    def want(self, sizes: list[int]) -> None:
+        """Build these slot counts, in this order; drop queued builds of others."""
+        for n, build in list(self._builds.items()):
+            if n not in sizes and build.cancel():
+                del self._builds[n]
+        for n in sizes:
+            if n not in self._builds:
+                search, params, mesh, template = self._args
+                self._builds[n] = self._pool.submit(_built, search, params, mesh, n, template)
+
+    def built(self, size: int, wait: bool) -> Engine | None:
+        """The engine of ``size`` slots if it is built (or, with ``wait``, once it is)."""
+        build = self._builds.get(size)
+        if build is None or not (wait or build.done()):
+            return None
+        del self._builds[size]
+        return build.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 OnFinished = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
@@ -136,7 +192,8 @@ OnFinished = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarra
 
 def run(search: Search, params, keys: np.ndarray, problems, on_finished: OnFinished, *,
         mesh: Mesh, num_slots: int, progress: bool = False, desc: str | None = None,
-        refill: bool = True, shrink: bool | str = "auto") -> RunStats:
+        refill: bool = True, shrink: bool | str = "auto", chunk: int | None = None
+        ) -> RunStats:
     """Search a queue of problems (rows of ``keys`` and of every leaf of ``problems``).
 
     Slots are refilled as problems finish, until the queue drains. For each batch of
@@ -146,27 +203,36 @@ def run(search: Search, params, keys: np.ndarray, problems, on_finished: OnFinis
     progress bar's ``hits`` are the searches' own successes. ``refill=False`` runs fixed
     batches instead (each batch until its last problem finishes; for comparison).
 
-    Once the queue has drained, ``shrink`` moves the problems still searching into an
-    engine with fewer slots (``ladder``), so that finished problems are not computed
-    along: ``"auto"`` when the work saved outweighs compiling the smaller program,
-    ``True`` whenever a smaller size fits, ``False`` never. Results are the same either
-    way (per-problem keys); only the order of the ``on_finished`` calls changes.
+    No forward pass is spent on finished problems in the tail either. Where the engine
+    evaluates its slots in chunks (``chunk`` slots per call on each device, by default
+    ``default_chunk``: XLA:CPU), its program skips the chunks whose problems have all
+    finished. Where it evaluates whole engines (``chunk`` >= the slots per device, the
+    default on accelerators), ``shrink`` moves the problems still searching into an
+    engine with fewer slots (``ladder``) once the queue has drained. The smaller engines
+    are built (compiled) on a background thread while the current one computes, and the
+    move happens once one is built: ``"auto"`` builds those whose saving outweighs
+    compiling them, ``True`` every smaller size that fits (and waits for it), ``False``
+    none. Results are the same either way (per-problem
+    keys); only the order of the ``on_finished`` calls changes.
     """
     total, S = len(keys), num_slots
     stats = RunStats(problems=total)
     if not total:
         return stats
-    engine = Engine(search, params, mesh, S, problems)
+    engine = Engine(search, params, mesh, S, problems, chunk)
     devices = mesh.devices.size
+    if engine.chunk < S // devices:
+        shrink = False  # the program skips finished chunks itself
     sizes = ladder(S, devices)
     in_slot = np.full(S, -1)
     evaluated = np.zeros(S, np.int64)
     queued = hits = 0
+    tail = _Tail(search, params, mesh, problems) if shrink else None  # builds on demand
     bar = tqdm(total=total, unit="problem", disable=not progress, file=sys.stderr, desc=desc,
                dynamic_ncols=True, smoothing=0.1)
     t0 = time.perf_counter()
     step_s = None  # measured seconds per slot-generation
-    with bar:
+    with bar, contextlib.closing(tail) if tail else contextlib.nullcontext():
         while (in_slot >= 0).any() or queued < total:
             S = engine.num_slots
             free = np.flatnonzero(in_slot < 0)[: total - queued]
@@ -181,18 +247,23 @@ def run(search: Search, params, keys: np.ndarray, problems, on_finished: OnFinis
                 engine.load(mask, keys[place], _take(problems, place))
                 in_slot[free], evaluated[free], queued = rows, 0, queued + free.size
             left = np.flatnonzero(in_slot >= 0)
-            if queued == total and shrink and left.size:  # the tail: fewer slots?
-                size = next(n for n in sizes if n >= left.size)
+            steps = MAX_STEPS
+            if queued == total and tail and left.size:  # the tail: fewer slots?
                 remaining = search.strategy.generations + 1 - int(evaluated[left].min())
-                compiled = compile_seconds(search, mesh, size)
-                cost = engine.compile_seconds if compiled is None else 0.0
-                size = _tail_size(left.size, S, sizes, shrink, remaining, step_s, cost)
-                if size < S:
-                    engine = engine.moved(left, size, problems)
+                wanted = _tail_sizes(left.size, S, sizes, shrink, remaining, step_s,
+                                     lambda n, c=engine.compile_seconds: 0.0 if
+                                     compile_seconds(search, mesh, n) is not None else c)
+                tail.want(wanted)
+                size = next(n for n in sizes if n >= left.size)
+                other = tail.built(size, wait=shrink is True) if size < S else None
+                if other is not None:
+                    engine = engine.take(other, left)
                     in_slot = np.r_[in_slot[left], np.full(size - left.size, -1)]
                     evaluated = np.r_[evaluated[left], np.zeros(size - left.size, np.int64)]
                     stats.resized += 1
                     S = size
+                elif size in wanted:  # being built: come back for it in about POLL_S
+                    steps = max(1, int(POLL_S / (step_s * S)))
             # Return to the host for a refill once some slots finish; in the tail, once
             # enough have finished for the next smaller engine, or when all have.
             active = int((in_slot >= 0).sum())
@@ -204,7 +275,7 @@ def run(search: Search, params, keys: np.ndarray, problems, on_finished: OnFinis
             else:
                 wait = S // devices
             t_step = time.perf_counter()
-            view, computed = engine.evolve(wait)
+            view, computed = engine.evolve(wait, steps)
             step_s = (time.perf_counter() - t_step) / max(computed, 1)
             evaluated = view.evaluated.astype(np.int64)
             stats.computed += computed

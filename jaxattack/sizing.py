@@ -18,6 +18,27 @@ AUTO_CANDIDATES_PER_DEVICE = {"cpu": 400}
 AUTO_CANDIDATES_PER_ACCELERATOR = 32768
 
 
+# The fewest candidates one evaluation call needs for a device to run at full speed per
+# candidate. Where an engine holds more, its program evaluates the slots in chunks of
+# about this many candidates, active slots first, and skips the chunks whose problems
+# have all finished, so a draining queue spends no forward pass on finished problems
+# (XLA:CPU: a forward of 20 images runs as fast per image as one of 400,
+# benchmarks/README.md). Platforms not named evaluate whole engines and move the tail
+# to smaller ones instead (``ladder``).
+CHUNK_CANDIDATES = {"cpu": 20}
+
+
+def default_chunk(mesh: Mesh, population: int, num_slots: int) -> int:
+    """Slots per evaluation call: the fewest holding ``CHUNK_CANDIDATES`` candidates that
+    divide a device's slots (all of them where the platform is not listed)."""
+    per = num_slots // mesh.devices.size
+    want = CHUNK_CANDIDATES.get(mesh.devices.flat[0].platform)
+    if want is None:
+        return per
+    least = max(1, -(-want // population))
+    return next(d for d in range(least, per + 1) if per % d == 0) if least < per else per
+
+
 def memory_budget(device: jax.Device) -> int:
     """Bytes one device may spend on a batch of candidates: half an accelerator's memory
     (``memory_stats``; 16 GiB when it says nothing), a quarter of the host's for CPUs."""
@@ -59,16 +80,24 @@ def ladder(num_slots: int, devices: int) -> list[int]:
     return sorted(d * devices for d in out | {per} if d <= per)
 
 
-def _tail_size(active: int, current: int, sizes: list[int], policy, remaining: int,
-               step_s: float | None, compile_s: float | None) -> int:
-    """The slot count to move ``active`` problems to (``current``: stay). ``"auto"`` moves
-    only when the slot-generations saved (at most ``remaining`` generations, at the
-    measured ``step_s`` seconds per slot-generation) outweigh twice the compile time of
-    the smaller program (``compile_s``; 0 when it is compiled already)."""
-    size = next(n for n in sizes if n >= active)
-    if size >= current or not policy:
-        return current
-    if policy == "auto" and (step_s is None or
-                             (current - size) * remaining * step_s < 2 * (compile_s or 0.0)):
-        return current
-    return size
+# How often (seconds) the tail returns to the host to see whether the smaller engine it
+# waits for has been built.
+POLL_S = 0.5
+
+
+def _tail_sizes(active: int, current: int, sizes: list[int], policy, remaining: int,
+                step_s: float | None, build_s) -> list[int]:
+    """The slot counts worth building for ``active`` problems in ``current`` slots: the
+    smallest size that holds them and the one below it (where the next move goes), each
+    smaller than ``current``. ``True``: all of them; ``"auto"``: those whose saving (the
+    slot-generations not computed along, at most ``remaining`` generations at the
+    measured ``step_s`` seconds each) outweighs twice ``build_s(size)`` (the compile
+    time, 0 when that size is compiled already); ``False``: none."""
+    fit = next(n for n in sizes if n >= active)
+    below = [n for n in sizes if n < fit][-1:]
+    wanted = [n for n in [fit, *below] if n < current]
+    if not policy or policy is True:
+        return wanted if policy else []
+    if step_s is None:
+        return []
+    return [n for n in wanted if (current - n) * remaining * step_s >= 2 * build_s(n)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 import time
 from typing import Any, NamedTuple, Protocol
 
@@ -93,12 +94,38 @@ def _fresh(search: Search, params, keys, problems, active) -> Slots:
         adv_fitness=jnp.full(n, jnp.inf, jnp.float32))
 
 
-def _generation(search: Search, params, s: Slots) -> Slots:
-    """One generation for every slot (inactive slots are computed but left unchanged)."""
+def _evaluate(search: Search, params, s: Slots, cands, chunk: int):
+    """``search.evaluate`` of the active slots' candidates ``[S, N, D]``, ``chunk`` slots
+    per call, active slots first, calling only for chunks that hold an active slot
+    (inactive slots get zeros: their results are discarded). ``chunk >= S``: one call
+    for every slot. Also returns the slots evaluated (int32)."""
+    S = cands.shape[0]
+    if chunk >= S:
+        return search.evaluate(params, s.problem, cands), jnp.int32(S)
+    order = jnp.argsort(~s.active, stable=True).astype(jnp.int32)  # active slots first
+    need = (s.active.sum(dtype=jnp.int32) + chunk - 1) // chunk
+
+    def call(idx):
+        return search.evaluate(params, jax.tree.map(lambda a: a[idx], s.problem), cands[idx])
+
+    part = jax.eval_shape(call, order[:chunk])
+    init = jax.tree.map(lambda a: jnp.zeros((S, *a.shape[1:]), a.dtype), part)
+
+    def body(i, ev):
+        idx = jax.lax.dynamic_slice(order, (i * chunk,), (chunk,))
+        return jax.tree.map(lambda full, new: full.at[idx].set(new), ev, call(idx))
+
+    return jax.lax.fori_loop(0, need, body, init), need * chunk
+
+
+def _generation(search: Search, params, s: Slots, chunk: int) -> tuple[Slots, jax.Array]:
+    """One generation for every slot (inactive slots are left unchanged; their
+    candidates are not evaluated where ``chunk`` is below the slot count). Also returns
+    the slots evaluated."""
     strat = search.strategy
     keys = jax.vmap(jax.random.fold_in)(s.key, s.evaluated)
     cands, pending = jax.vmap(strat.ask)(keys, s.state, s.evaluated)  # [S, N, D]
-    ev = search.evaluate(params, s.problem, cands)
+    ev, computed = _evaluate(search, params, s, cands, chunk)
     state = jax.vmap(strat.tell)(s.state, cands, pending, ev.fitness, s.evaluated)
 
     # Remember the best successful candidate ever evaluated.
@@ -118,24 +145,27 @@ def _generation(search: Search, params, s: Slots) -> Slots:
         first_hit=jnp.where(any_hit & ~s.found, s.evaluated, s.first_hit),
         adv_genes=adv_genes, adv_fitness=jnp.minimum(j_fit, s.adv_fitness),
     )
-    return _select(s.active, new, s)
+    return _select(s.active, new, s), computed
 
 
-def _evolve_local(search: Search, s: Slots, params, min_finished):
-    """Run generations on this device's slots until ``min_finished`` of them finish.
+def _evolve_local(search: Search, chunk: int, s: Slots, params, min_finished, max_steps):
+    """Run generations on this device's slots until ``min_finished`` of them finish, or
+    for at most ``max_steps`` generations.
 
-    Also returns how many generations this device ran (``[1]``, for utilisation).
+    Also returns the slot-generations this device evaluated (``[1]``, for utilisation).
     """
     start = s.active.sum()
 
     def cond(carry):
         left = carry[0].active.sum()
-        return (left > 0) & (start - left < min_finished)
+        return (left > 0) & (start - left < min_finished) & (carry[1] < max_steps)
 
     def body(carry):
-        return _generation(search, params, carry[0]), carry[1] + 1
+        new, computed = _generation(search, params, carry[0], chunk)
+        return new, carry[1] + 1, carry[2] + computed
 
-    return jax.lax.while_loop(cond, body, (s, jnp.zeros((1,), jnp.int32)))
+    s, _, computed = jax.lax.while_loop(cond, body, (s, jnp.int32(0), jnp.int32(0)))
+    return s, computed[None]
 
 
 def _load_local(search: Search, s: Slots, params, mask, keys, problems) -> Slots:
@@ -155,11 +185,12 @@ def _select(mask, new, old):
 
 
 @memoize(8)
-def _programs(search: Search, mesh: Mesh):
-    """Jitted (evolve, load, view, fresh), cached so repeated runs do not recompile."""
+def _programs(search: Search, mesh: Mesh, chunk: int):
+    """Jitted (evolve, load, view, fresh, place), cached so repeated runs do not
+    recompile; ``evolve`` evaluates ``chunk`` slots per call (``_evaluate``)."""
     shard = functools.partial(jax.shard_map, mesh=mesh, check_vma=False)
-    evolve = shard(functools.partial(_evolve_local, search),
-                   in_specs=(P(AXIS), P(), P()), out_specs=(P(AXIS), P(AXIS)))
+    evolve = shard(functools.partial(_evolve_local, search, chunk),
+                   in_specs=(P(AXIS), P(), P(), P()), out_specs=(P(AXIS), P(AXIS)))
     load = shard(functools.partial(_load_local, search),
                  in_specs=(P(AXIS), P(), P(AXIS), P(AXIS), P(AXIS)), out_specs=P(AXIS))
     fresh = shard(functools.partial(_fresh, search),
@@ -181,18 +212,31 @@ def _signature(tree) -> tuple:
     return treedef, tuple((a.shape, a.dtype, a.sharding) for a in leaves)
 
 
-def _compiled_evolve(search: Search, mesh: Mesh, slots, params):
-    key = (search, mesh, slots.key.shape[0], _signature(slots), _signature(params))
-    if key not in _EXECUTABLES:
-        while len(_EXECUTABLES) >= MAX_EXECUTABLES:
-            _EXECUTABLES.pop(next(iter(_EXECUTABLES)))
-        t0 = time.perf_counter()
-        exe = _programs(search, mesh)[0].lower(slots, params, jnp.int32(1)).compile()
-        _EXECUTABLES[key] = exe, time.perf_counter() - t0
-    return _EXECUTABLES[key]
+_LOCK = threading.Lock()
+MAX_STEPS = 2**31 - 1  # evolve's default: no limit on the generations per call
+_KEY_LOCKS: dict = registered({})
+
+
+def _compiled_evolve(search: Search, mesh: Mesh, chunk: int, slots, params):
+    """The evolve program for these slots, compiled once even when asked for from two
+    threads at a time (the tail builds smaller engines on a background thread)."""
+    key = (search, mesh, slots.key.shape[0], chunk, _signature(slots), _signature(params))
+    with _LOCK:
+        lock = _KEY_LOCKS.setdefault(key, threading.Lock())
+    with lock:
+        if key not in _EXECUTABLES:
+            t0 = time.perf_counter()
+            exe = _programs(search, mesh, chunk)[0].lower(slots, params, jnp.int32(1),
+                                                   jnp.int32(1)).compile()
+            with _LOCK:
+                while len(_EXECUTABLES) >= MAX_EXECUTABLES:
+                    _KEY_LOCKS.pop(_EXECUTABLES.pop(next(iter(_EXECUTABLES)))[2], None)
+                _EXECUTABLES[key] = exe, time.perf_counter() - t0, key
+        exe, seconds, _ = _EXECUTABLES[key]
+    return exe, seconds
 
 
 def compile_seconds(search: Search, mesh: Mesh, num_slots: int) -> float | None:
     """The measured compile time of ``search`` at ``num_slots`` slots, None if not compiled."""
-    times = [v[1] for k, v in _EXECUTABLES.items() if k[:3] == (search, mesh, num_slots)]
+    times = [v[1] for k, v in list(_EXECUTABLES.items()) if k[:3] == (search, mesh, num_slots)]
     return times[0] if times else None

@@ -79,7 +79,7 @@ class HitFromParams(StopAtEvaluator):
         return ev._replace(hit=candidates[..., 0] == params["hit_at"])
 
 
-def _run(search, problems, keys, devices=1, slots=2, refill=True, shrink=False):
+def _run(search, problems, keys, devices=1, slots=2, refill=True, shrink=False, chunk=None):
     out = {}
 
     def on_finished(rows, genes, found, generations, first_hit):
@@ -90,7 +90,7 @@ def _run(search, problems, keys, devices=1, slots=2, refill=True, shrink=False):
 
     stats = engine.run(search, {"scale": jnp.float32(1.0)}, keys, problems, on_finished,
                        mesh=make_mesh(devices), num_slots=slots, refill=refill,
-                       shrink=shrink)
+                       shrink=shrink, chunk=chunk)
     return out, stats
 
 
@@ -177,7 +177,8 @@ def test_a_generation_needs_no_communication():
 
     problems, _ = _stop_at_problems(16)
     eng = engine.Engine(_clock(), {"scale": jnp.float32(1)}, make_mesh(8), 16, problems)
-    hlo = eng._evolve.lower(eng.slots, eng.params, np.int32(1)).compile().as_text()
+    hlo = eng._evolve.lower(eng.slots, eng.params, np.int32(1),
+                            np.int32(1)).compile().as_text()
     assert "while" in hlo
     assert not re.search(r"all-reduce|all-gather|all-to-all|collective-permute|reduce-scatter",
                          hlo)
@@ -206,8 +207,8 @@ def test_the_tail_shrinks_without_changing_any_result(devices):
     problems = StopAt(stop, np.where(np.arange(20) % 4 == 0, 1, -1).astype(np.int32))
     keys = np.zeros((20, 2), np.uint32)
     search = _clock(generations=100, population=2)
-    runs = {policy: _run(search, problems, keys, devices=devices, slots=20, shrink=policy)
-            for policy in (False, True, "auto")}
+    runs = {policy: _run(search, problems, keys, devices=devices, slots=20, shrink=policy,
+                         chunk=20) for policy in (False, True, "auto")}
     assert runs[True][0] == runs[False][0] == runs["auto"][0]  # every problem's result
     useful = 16 * 3 + 4 * 101
     assert runs[False][1].useful == runs[True][1].useful == useful
@@ -215,17 +216,62 @@ def test_the_tail_shrinks_without_changing_any_result(devices):
     assert runs[True][1].resized >= 1 and runs[True][1].utilisation >= 0.9
 
 
-def test_auto_shrinks_only_when_the_saving_outweighs_compiling():
+def _tail_problems():
+    stop = np.full(20, 2, np.int32)
+    stop[[3, 11, 12, 18]] = 999
+    problems = StopAt(stop, np.where(np.arange(20) % 4 == 0, 1, -1).astype(np.int32))
+    return problems, np.arange(40, dtype=np.uint32).reshape(20, 2)
+
+
+@pytest.mark.parametrize("devices", [1, 2])
+def test_chunked_evaluation_skips_finished_problems_without_changing_any_result(devices):
+    """The same tail evaluated 1 or 2 slots per call: the program evaluates only chunks
+    holding an active slot, so with 1 slot per call every forward pass is useful; the
+    results are those of evaluating every slot."""
+    problems, keys = _tail_problems()
+    search = _clock(generations=100, population=2)
+    whole = _run(search, problems, keys, devices=devices, slots=20, chunk=20)
+    one = _run(search, problems, keys, devices=devices, slots=20, chunk=1)
+    two = _run(search, problems, keys, devices=devices, slots=20, chunk=2, shrink=True)
+    assert one[0] == two[0] == whole[0]
+    useful = 16 * 3 + 4 * 101
+    assert one[1].useful == two[1].useful == whole[1].useful == useful
+    assert one[1].computed == useful and whole[1].computed == 20 * 101
+    # 2 slots per call: at most one idle slot per device and generation; a chunked
+    # engine never moves its tail (it has nothing to save)
+    assert useful <= two[1].computed <= useful + devices * 101 and two[1].resized == 0
+
+
+def test_default_chunk_holds_enough_candidates_and_divides_the_slots():
+    mesh = make_mesh(1)
+    assert engine.default_chunk(mesh, population=20, num_slots=20) == 1
+    assert engine.default_chunk(mesh, population=400, num_slots=1) == 1
+    assert engine.default_chunk(mesh, population=8, num_slots=20) == 4  # 3 does not divide
+    assert engine.default_chunk(mesh, population=2, num_slots=12) == 12
+    assert engine.default_chunk(make_mesh(2), population=4, num_slots=20) == 5
+
+
+def test_auto_builds_smaller_engines_only_when_the_saving_outweighs_compiling():
     sizes = engine.ladder(20, 1)
-    # 17 slots x 98 generations x 1 ms saved vs a 0.1 s compile: move 3 problems to 3 slots
-    assert engine._tail_size(3, 20, sizes, "auto", 98, 1e-3, 0.1) == 3
+
+    def build(seconds):
+        return lambda n: seconds
+
+    # 3 problems: the size that holds them (3) and the next move's (2). 17 slots x 98
+    # generations x 1 ms saved vs a 0.1 s compile: build both
+    assert engine._tail_sizes(3, 20, sizes, "auto", 98, 1e-3, build(0.1)) == [3, 2]
     # 2 generations left: not worth a 1 s compile, but worth a compiled program
-    assert engine._tail_size(3, 20, sizes, "auto", 2, 1e-3, 1.0) == 20
-    assert engine._tail_size(3, 20, sizes, "auto", 2, 1e-3, 0.0) == 3
-    assert engine._tail_size(3, 20, sizes, True, 2, 1e-3, 1.0) == 3
-    assert engine._tail_size(3, 20, sizes, False, 98, 1e-3, 0.0) == 20
-    assert engine._tail_size(3, 20, sizes, "auto", 98, None, 0.0) == 20  # nothing measured
-    assert engine._tail_size(19, 20, sizes, True, 98, 1e-3, 0.0) == 20  # no smaller size fits
+    assert engine._tail_sizes(3, 20, sizes, "auto", 2, 1e-3, build(1.0)) == []
+    assert engine._tail_sizes(3, 20, sizes, "auto", 2, 1e-3, build(0.0)) == [3, 2]
+    assert engine._tail_sizes(3, 20, sizes, True, 2, 1e-3, build(1.0)) == [3, 2]
+    assert engine._tail_sizes(3, 20, sizes, False, 98, 1e-3, build(0.0)) == []
+    assert engine._tail_sizes(3, 20, sizes, "auto", 98, None, build(0.0)) == []  # unmeasured
+    assert engine._tail_sizes(19, 20, sizes, True, 98, 1e-3, build(0.0)) == [16]  # next move
+    assert engine._tail_sizes(1, 20, sizes, True, 98, 1e-3, build(0.0)) == [1]
+    # the saving counts per size: 4 slots x 50 generations x 1 ms on the way to 16 is
+    # worth a 0.09 s compile, not a 0.15 s one; 8 slots' (to 12) is worth both
+    assert engine._tail_sizes(13, 20, sizes, "auto", 50, 1e-3, build(0.09)) == [16, 12]
+    assert engine._tail_sizes(13, 20, sizes, "auto", 50, 1e-3, build(0.15)) == [12]
 
 
 def test_default_slots_fit_the_memory_budget(monkeypatch):
