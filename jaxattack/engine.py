@@ -75,7 +75,8 @@ class RunStats:
     problems: int = 0
     useful: int = 0
     computed: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # the queue's wall time, from the first engine built on
+    build_seconds: float = 0.0  # building (compiling) the first engine, before ``seconds``
     resized: int = 0  # times the tail moved to an engine with fewer slots
 
     @property
@@ -219,7 +220,9 @@ def run(search: Search, params, keys: np.ndarray, problems, on_finished: OnFinis
     stats = RunStats(problems=total)
     if not total:
         return stats
+    t_build = time.perf_counter()
     engine = Engine(search, params, mesh, S, problems, chunk)
+    stats.build_seconds = time.perf_counter() - t_build
     devices = mesh.devices.size
     if engine.chunk < S // devices:
         shrink = False  # the program skips finished chunks itself

@@ -127,9 +127,13 @@ def load_classifier(name: str, **conventions) -> Classifier:
     return models.load(name)
 
 
-def result_rows(res: AttackResult, exp: Experiment, pngs: Sequence[str | None]) -> list[dict]:
-    """Store rows for a verified result."""
+def result_rows(res: AttackResult, exp: Experiment, pngs: Sequence[str | None],
+                forward: str | None = None) -> list[dict]:
+    """Store rows for a verified result; ``forward``: the forward the search ran
+    ("dense" or "sparse", what ``forward="auto"`` resolved to)."""
     fixed = exp.identity() | {"experiment": exp.id, "version": __version__}
+    if forward is not None:
+        fixed["forward_used"] = forward
     out = []
     for i in range(len(res)):
         out.append(fixed | {
@@ -152,8 +156,10 @@ def result_rows(res: AttackResult, exp: Experiment, pngs: Sequence[str | None]) 
 class _Writer:
     """Buffers finished problems, verifies them in batches and appends them."""
 
-    def __init__(self, store, clf, x, before, ids, labels, exps, save_images, flush_every):
+    def __init__(self, store, clf, x, before, ids, labels, exps, save_images, flush_every,
+                 forward=None):
         self.store, self.clf, self.x, self.before = store, clf, x, before
+        self.forward = forward
         self.flush_every = flush_every
         self.ids, self.labels, self.exps, self.save = ids, labels, exps, save_images
         self.pending: list[tuple] = []
@@ -179,7 +185,7 @@ class _Writer:
                             f[sel], n[sel], h[sel])
             res = verify(self.clf, exp.config, self.x, self.before, done)
             pngs = [self._png(exp, res, j) for j in range(len(res))]
-            rows += result_rows(res, exp, pngs)
+            rows += result_rows(res, exp, pngs, self.forward)
         self.store.append(rows)
         self.written += len(rows)
 
@@ -277,7 +283,8 @@ def _run_group(store, done, clf, mesh, search, exps, x, y, ids, before, writing,
     e_idx, img, tgt, keys = (np.concatenate(c) for c in zip(*parts, strict=True))
     if not img.size:
         return
-    writer = _Writer(store, clf, x, before, ids, y, exps, **writing)
+    writer = _Writer(store, clf, x, before, ids, y, exps, **writing,
+                     forward=getattr(search.evaluate, "forward", None))
 
     def finished(rows, genes, found, gens, first_hit):
         writer.add(e_idx[rows], img[rows], tgt[rows], genes, found, gens, first_hit)

@@ -20,7 +20,7 @@ import pytest
 from flax import nnx
 
 import jaxattack as ja
-from jaxattack import codec, data, evaluation, models, sparse
+from jaxattack import codec, data, evaluation, models, sparse, sweep
 from jaxattack.classifier import predict
 from jaxattack.sparse import geometry
 from jaxattack.sparse.layers import compile_graph
@@ -531,6 +531,19 @@ def test_sparse_attack_is_the_same_at_any_batch_size(planted_runs):
 def test_sparse_attack_is_the_same_on_two_devices(planted_runs):
     runs = planted_runs[1]
     assert_same_result(runs["devices2"], runs["batch4"])
+
+
+def test_sweep_rows_record_the_forward_the_search_ran(tmp_path):
+    """forward="auto" resolves per model and k: each stored row says which one ran, so a
+    run folder resumed after the cost model changed shows what it mixes."""
+    clf = models.from_module(PlantedNet(), 3, input_shape=(8, 8, 3), name="planted_net")
+    images = toys.random_images(2)
+    exps = [sweep.Experiment("planted_net", PLANTED_CFG.replace(generations=2, forward=f))
+            for f in ("sparse", "dense")]
+    st = sweep.run(exps, tmp_path, images=2, load_model=lambda n: clf, progress=False,
+                   load_data=lambda s, split: (images, np.zeros(2, int), ("a", "b", "c")))
+    used = sorted((r["forward"], r["forward_used"]) for r in st.rows())
+    assert used == [("dense", "dense")] * 2 + [("sparse", "sparse")] * 2
 
 
 # ---- regressions: a pre-activation residual block; a declaration with no spatial layer ---

@@ -72,6 +72,7 @@ def test_sweep_equals_the_plain_engine_per_image(tmp_path):
             assert r["success"] == bool(ref.success[i])
             assert r["queries"] == int(ref.queries[i])
             assert r["prob_adv_after"] == float(ref.prob_adv_after[i])
+            assert r["forward_used"] == "dense"  # the toy declares no sparse layers
 
 
 def test_saved_pngs_still_fool_the_model(tmp_path):
