@@ -14,6 +14,8 @@
 #   3. tiny_10k.json   tiny, 1 pixel, untargeted, paper budget, 10,000 test images
 #                      (target: < 120 s on one H100)
 #   4. repro.json      32 images at 4 and 82 slots: are the results identical on a GPU?
+#   4b. (log.txt)      the tail: tiny, 20 images, k = 3, DE vs Sparse-RS through attack(),
+#                      whole engines with and without moving the tail (tail.py)
 #   5. allcnn_1k.json  the same as 3 for allcnn on 1,000 images (target: 10,000 in < 600 s)
 #   6. paper_table.*   tiny, k = 1, 3, 5, untargeted, 500 images
 # Results land in $OUT (set by the device tool) or benchmarks/results/gpu-DATE/.
@@ -51,11 +53,13 @@ if [ "${SMOKE:-0}" = 1 ]; then
   SEARCH=(--population 8 --generations 2)
   SPARSE=(--problems 2 --candidates 8 --reps 2 --attack-images 2 --attack-population 8
           --attack-generations 2)
+  TAIL=(--images 2 --generations 2 --repeat 1 --variants whole,default)
 else
   BUDGET=${BUDGET:-540}; ZOO=tiny,resnet20,allcnn,nin,vgg16; SLOTS=82; DTYPES=float32,bfloat16
   GENS=3; BIG=10000; SMALL=1000; PAPER=500; KS=1,3,5; REPRO=(--images 32 --slots 4,82)
   SEARCH=()
   SPARSE=(--problems 82 --candidates 400 --reps 5 --attack-images 20)
+  TAIL=(--images 20 --repeat 2 --variants whole,default)
 fi
 [ "$DATA" = sample ] && BIG=$(( BIG < 1000 ? BIG : 1000 ))
 t0=$SECONDS
@@ -102,6 +106,7 @@ step "tiny, $BIG images" 180 $PY benchmarks/timed_attack.py --model tiny --data 
     --out "$RUNS/tiny" --json "$OUT/tiny_10k.json"
 step "batch invariance" 60 $PY benchmarks/batch_invariance.py "${REPRO[@]}" "${SEARCH[@]}" \
     --json "$OUT/repro.json"
+step tail 60 $PY benchmarks/tail.py --pixels 3 "${TAIL[@]}" --out "$RUNS/tail"
 step "allcnn, $SMALL images" 90 $PY benchmarks/timed_attack.py --model allcnn \
     --data "$DATA" --images "$SMALL" --target-seconds $(( 600 * SMALL / 10000 )) \
     "${SEARCH[@]}" --out "$RUNS/allcnn" --json "$OUT/allcnn_1k.json"
@@ -129,7 +134,7 @@ for name in ("tiny_10k", "allcnn_1k"):
     else:
         print(f"{name}: no result")
 for p in (out / "throughput.md", Path(sys.argv[2]) / "sparse_forward.md",
-          out / "paper_table.md"):
+          Path(sys.argv[2]) / "tail.md", out / "paper_table.md"):
     name = p.name
     print(p.read_text() if p.exists() else f"{name}: no result")
 EOF

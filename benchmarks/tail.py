@@ -42,6 +42,8 @@ def main(argv=None):
     ap.add_argument("--strategies", default="de,sparse-rs")
     ap.add_argument("--variants", default=",".join(VARIANTS),
                     help="engine settings for strategies other than DE (DE: default only)")
+    ap.add_argument("--generations", type=int, default=None,
+                    help="override every strategy's generations (smoke runs)")
     ap.add_argument("--repeat", type=int, default=2,
                     help="run each setting this many times in one process: the first "
                          "compiles (cold), later ones reuse the compiled programs (warm)")
@@ -60,6 +62,7 @@ def main(argv=None):
     rows, run = [], engine.run
     for name in args.strategies.split(","):
         strategy, pop, gens, loss = SETTINGS[name]
+        gens = args.generations or gens
         cfg = ja.AttackConfig(pixels=args.pixels, population=pop, generations=gens, loss=loss,
                               strategy=strategy)
         results = {}

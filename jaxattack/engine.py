@@ -290,9 +290,10 @@ def run(search: Search, params, keys: np.ndarray, problems, on_finished: OnFinis
             hits += int(view.found[done].sum())
             stats.useful += int(evaluated[done].sum())
             bar.update(done.size)
-            if progress and bar.n:
-                rate = stats.useful * search.population / max(time.perf_counter() - t0, 1e-9)
+            if progress and bar.n:  # the work of problems still searching counts too
+                live = stats.useful + int(evaluated[in_slot >= 0].sum())
+                rate = live * search.population / max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix(hits=f"{hits}/{bar.n}", q_s=f"{rate:,.0f}",
-                                util=f"{stats.utilisation:.0%}", refresh=False)
+                                util=f"{live / max(stats.computed, 1):.0%}", refresh=False)
     stats.seconds = time.perf_counter() - t0
     return stats
