@@ -173,7 +173,7 @@ def main(argv=None):
         for k in map(int, args.pixels.split(",")):
             if args.handovers:
                 clf = models.load(name)
-                p = sparse.plan(clf, k, images.shape[1:])
+                p = sparse.plan(clf, k, images.shape[1:], gain=0)  # also where auto is dense
                 for h in sorted(p.costs) if p else []:
                     if h:
                         r = row(name, k, images, args.candidates, args.reps, handover=h)

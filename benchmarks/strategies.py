@@ -89,9 +89,11 @@ def main(argv=None):
     ap.add_argument("--outside-sample", action="store_true")
     ap.add_argument("--strategies", default=",".join(s for s in SETTINGS if s != "de-margin"))
     ap.add_argument("--out", default="benchmarks/results/strategies_cpu")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the rows of --out's JSON from an earlier run with the same "
+                         "model, data, images and budgets; run only the missing ones")
     args = ap.parse_args(argv)
 
-    from engine_overhead import machine
 
     import jaxattack as ja
     from jaxattack import models
@@ -99,18 +101,27 @@ def main(argv=None):
     budgets = [int(b) for b in args.budgets.split(",")]
     clf = models.load(args.model)
     x, y, ids = _images(args)
-    rows, started = [], time.time()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows, started, spent = _resumed(args, out), time.time(), 0.0
+    if rows:
+        spent = json.loads(out.with_suffix(".json").read_text())["wall_seconds"]
+        print(f"resuming: {len(rows)} rows kept from {out.with_suffix('.json')}", flush=True)
+    done = {(r["strategy"], r["pixels"], r["run_budget"]) for r in rows}
     for k in [int(v) for v in args.pixels.split(",")]:
         for name in args.strategies.split(","):
             if name == "oracle" and k != 1:
                 continue
             runs = budgets if args.separate and name != "oracle" else [max(budgets)]
             for run_budget in runs:
+                if (name, k, run_budget) in done:
+                    continue
                 cfg = _config(name, k, run_budget, x.shape[1:])
                 r = ja.attack(clf, x, y, cfg, image_ids=ids, progress=True)
                 ok = r.clean_correct
                 read = [run_budget] if args.separate and name != "oracle" else budgets
-                row = dict(strategy=name, pixels=k, population=cfg.population,
+                row = dict(strategy=name, pixels=k, run_budget=run_budget,
+                           population=cfg.population,
                            generations=cfg.generations, loss=cfg.loss,
                            images=int(ok.sum()), seconds=r.seconds,
                            curve={q: float((r.success & (r.queries <= q))[ok].mean())
@@ -121,15 +132,42 @@ def main(argv=None):
                 rows.append(row)
                 print(name, k, {q: f"{v:.1%}" for q, v in row["curve"].items()},
                       f"{r.seconds:.0f} s", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    record = {"rows": rows, "machine": machine(), "args": vars(args),
-              "wall_seconds": time.time() - started, "coverage": _coverage(rows)}
-    out.with_suffix(".json").write_text(json.dumps(record))
-    md = _markdown(record, budgets, args)
-    out.with_suffix(".md").write_text(md)
+                record = _write(out, rows, args, spent + time.time() - started, budgets)
+    record = _write(out, rows, args, spent + time.time() - started, budgets)
+    md = out.with_suffix(".md").read_text()
     _figure(rows, out.with_suffix(".png"), max(budgets))
     print(md)
+    return record
+
+
+# What must match for --resume to keep an earlier run's rows.
+_SAME_RUN = ("model", "data", "images", "budgets", "separate", "outside_sample")
+
+
+def _resumed(args, out: Path) -> list:
+    path = out.with_suffix(".json")
+    if not args.resume or not path.exists():
+        return []
+    old = json.loads(path.read_text())
+    differ = [a for a in _SAME_RUN if old["args"].get(a) != getattr(args, a)]
+    if differ:
+        raise SystemExit(f"--resume: {path} is from a run with other {', '.join(differ)}")
+    rows = [r for r in old["rows"] if "run_budget" in r]
+    for r in rows:  # JSON made the budgets strings
+        r["curve"] = {int(q): v for q, v in r["curve"].items()}
+    return rows
+
+
+def _write(out: Path, rows, args, wall, budgets) -> dict:
+    """The rows so far as JSON and markdown (after every row: a run cut short keeps
+    them, and ``--resume`` goes on from there)."""
+    from engine_overhead import machine
+
+    record = {"rows": rows, "machine": machine(), "args": vars(args),
+              "wall_seconds": wall, "coverage": _coverage(rows)}
+    out.with_suffix(".json").write_text(json.dumps(record))
+    out.with_suffix(".md").write_text(_markdown(record, budgets, args))
+    return record
 
 
 def _coverage(rows):
@@ -177,7 +215,7 @@ def _markdown(record, budgets, args):
                f"non-corner colour, {cov['de_on_images_the_oracle_cannot_fool']} of them on "
                f"an image the oracle cannot fool.")
     return md + (f"\n\nWall time {record['wall_seconds'] / 60:.1f} min. Machine: "
-                 f"{record['machine']} (a 2-core AMD EPYC VM, shared).\n")
+                 f"{record['machine']}.\n")
 
 
 def _figure(rows, path, top):

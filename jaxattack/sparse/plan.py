@@ -138,7 +138,7 @@ class Plan:
             return _paste(b, origin_i, w_start, w_vals, win_size)
 
         crops = jax.vmap(one)(at, origin)
-        if node.kind == "conv" and node.kernel[0] * node.kernel[1] > 1:
+        if node.im2col:
             crops = _materialise(crops)
         return crops
 
