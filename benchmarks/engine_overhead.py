@@ -16,6 +16,7 @@ import os
 import platform
 import sys
 import time
+from pathlib import Path
 
 
 def measure(clf, mesh, slots: int, population: int, generations: int, repeats: int) -> dict:
@@ -63,11 +64,22 @@ def measure(clf, mesh, slots: int, population: int, generations: int, repeats: i
                 ratio=q / raw, compile_s=max(first - best, 0.0))
 
 
+def _cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def machine() -> str:
     import jax
 
     dev = jax.devices()[0]
-    kind = dev.device_kind if dev.platform != "cpu" else platform.processor() or "cpu"
+    kind = dev.device_kind if dev.platform != "cpu" else _cpu_name()
     return f"{platform.machine()}, {os.cpu_count()} cores, {dev.platform}: {kind}"
 
 

@@ -207,6 +207,12 @@ def _markdown(record, budgets, args):
           f"{where}) fooled within q queries"
           + (" (each budget a run of its own)" if args.separate else
              " (read off one run at the largest budget)") + ".\n\n" + "\n".join(lines))
+    pairs = _paired(rows, budgets)
+    if pairs:
+        md += ("\n\nPaired with the first strategy on the same images (difference in points, "
+               "95 % Wald interval, rough when few images differ; images fooled only by "
+               "either; exact McNemar p):\n\n"
+               + "\n".join(pairs))
     cov = record["coverage"]
     if cov:
         md += (f"\n\nOracle coverage at k = 1: the oracle (every position x 8 corners) "
@@ -216,6 +222,41 @@ def _markdown(record, budgets, args):
                f"an image the oracle cannot fool.")
     return md + (f"\n\nWall time {record['wall_seconds'] / 60:.1f} min. Machine: "
                  f"{record['machine']}.\n")
+
+
+def _within(group, q):
+    """Success within ``q`` queries per image, from the run of budget ``q`` (``--separate``)
+    or read off the one run at the largest budget; ``None`` if neither is there."""
+    import numpy as np
+
+    run = [r for r in group if r["run_budget"] == q] or [
+        r for r in group if r["run_budget"] >= q and len(group) == 1]
+    if not run:
+        return None
+    r = run[-1]
+    return r["image_id"], np.array(r["success"], bool) & (np.array(r["queries"]) <= q)
+
+
+def _paired(rows, budgets) -> list[str]:
+    """One line per (k, budget, strategy) against the first strategy run at that k."""
+    from jaxattack.stats import paired
+
+    lines = []
+    for k in dict.fromkeys(r["pixels"] for r in rows):
+        names = list(dict.fromkeys(r["strategy"] for r in rows if r["pixels"] == k))
+        group = {n: [r for r in rows if r["pixels"] == k and r["strategy"] == n] for n in names}
+        for q in budgets:
+            base = _within(group[names[0]], q)
+            for name in names[1:]:
+                other = _within(group[name], q)
+                if base is None or other is None or base[0] != other[0]:
+                    continue
+                p = paired(base[1], other[1])
+                lo, hi = p["interval"]
+                lines.append(f"- k = {k}, {q:,} q: {name} vs {names[0]} "
+                             f"{100 * p['diff']:+.1f} ({100 * lo:+.1f} to {100 * hi:+.1f}); "
+                             f"{p['only_b']} vs {p['only_a']} images; p = {p['p_mcnemar']:.2g}")
+    return lines
 
 
 def _figure(rows, path, top):

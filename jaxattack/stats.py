@@ -100,3 +100,24 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def paired(a, b, z: float = 1.96) -> dict:
+    """Two attacks on the same problems (boolean success arrays in the same order):
+    ``b``'s rate minus ``a``'s with its 95 % interval (Wald, for paired proportions)
+    and the exact two-sided McNemar p-value from the discordant problems."""
+    from math import comb
+
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    if a.shape != b.shape:
+        raise ValueError(f"paired needs the same problems: shapes {a.shape} and {b.shape}")
+    n = int(a.size)
+    only_a, only_b = int((a & ~b).sum()), int((b & ~a).sum())
+    m = only_a + only_b
+    diff = (only_b - only_a) / n if n else float("nan")
+    half = z * np.sqrt(max(m - (only_b - only_a) ** 2 / n, 0.0)) / n if n else float("nan")
+    tail = sum(comb(m, i) for i in range(min(only_a, only_b) + 1)) / 2 ** m
+    return {"n": n, "a": int(a.sum()), "b": int(b.sum()), "only_a": only_a,
+            "only_b": only_b, "diff": float(diff), "interval": (float(diff - half),
+                                                                float(diff + half)),
+            "p_mcnemar": float(min(1.0, 2 * tail))}

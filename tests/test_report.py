@@ -323,3 +323,24 @@ def test_rows_differing_only_in_loss_are_separate_lines():
     aggs = report.aggregate([dict(r, loss="prob") for r in rows] + margin)
     assert sorted(a["loss"] for a in aggs) == ["margin", "prob"]
     assert "loss" in report.table(aggs).splitlines()[0]
+
+
+def test_paired_difference_known_answer_and_mcnemar():
+    from scipy.stats import binomtest
+
+    from jaxattack.stats import paired
+
+    # 255 problems: 160 both fooled, 4 only by a, 23 only by b, 68 by neither.
+    a = np.array([1] * 160 + [1] * 4 + [0] * 23 + [0] * 68, bool)
+    b = np.array([1] * 160 + [0] * 4 + [1] * 23 + [0] * 68, bool)
+    p = paired(a, b)
+    assert (p["n"], p["a"], p["b"], p["only_a"], p["only_b"]) == (255, 164, 183, 4, 23)
+    assert p["diff"] == pytest.approx(19 / 255)
+    se = math.sqrt(27 - 19 ** 2 / 255) / 255  # Wald, paired proportions
+    assert p["interval"] == pytest.approx((19 / 255 - 1.96 * se, 19 / 255 + 1.96 * se))
+    assert p["p_mcnemar"] == pytest.approx(binomtest(23, 27).pvalue)
+    assert paired(b, a)["diff"] == pytest.approx(-19 / 255)
+    same = paired(a, a)
+    assert same["diff"] == 0 and same["interval"] == (0, 0) and same["p_mcnemar"] == 1
+    with pytest.raises(ValueError, match="same problems"):
+        paired(a, b[:-1])
