@@ -11,7 +11,8 @@ rises with k. Every stage is a sweep experiment (``sweep.run`` on the standing i
 ids) in one results store: a killed evaluation re-run with the same arguments skips
 every stored problem and writes the same ``evaluation.json``. Wall times, which a
 resumed run cannot reproduce, go to ``timing.json`` (seconds spent per stage, summed
-over runs) and into the markdown table, never into ``evaluation.json``.
+over runs, written after every stage and when a stage is interrupted) and into the
+markdown table, never into ``evaluation.json``.
 """
 
 from __future__ import annotations
@@ -145,9 +146,13 @@ def evaluate(model: str, data_source: str = "sample", *, out: str | Path, images
             exp = dataclasses.replace(exp0, config=attack.config(k, b, seed, x_all.shape[1:]))
             key = f"k{k}/{attack.name}"
             start = time.perf_counter()
-            store = sweep.run([exp], root, None, image_ids=standing, **run_kw)
-            if standing.size:
-                timing[key] = timing.get(key, 0.0) + time.perf_counter() - start
+            try:
+                store = sweep.run([exp], root, None, image_ids=standing, **run_kw)
+            finally:  # after every stage, and for an interrupted one, what it spent
+                if standing.size:
+                    timing[key] = timing.get(key, 0.0) + time.perf_counter() - start
+                    root.mkdir(parents=True, exist_ok=True)
+                    write_atomic(root / TIMING, json.dumps(timing, indent=1, sort_keys=True))
             rows = {r["image_id"]: r for r in store.rows() if r["experiment"] == exp.id}
             got = [rows[int(i)] for i in standing]
             fooled = np.array([r["success"] for r in got], bool)
@@ -250,9 +255,10 @@ def markdown(result: dict, timing: dict) -> str:
     lines = [head, "", "| k | robust accuracy | 95% interval | forward passes | s |",
              "|---:|---:|---:|---:|---:|"]
     for r, ci in zip(result["per_k"], lo_hi, strict=True):
-        secs = sum(timing.get(s["stage"], 0.0) for s in r["attacks"])
+        secs = [_seconds(s, timing) for s in r["attacks"]]
         lines.append(f"| {r['k']} | {_pct(r['robust_accuracy'])} | {ci} | "
-                     f"{_num(r['forward_passes'])} | {secs:.0f} |")
+                     f"{_num(r['forward_passes'])} | "
+                     f"{'-' if None in secs else f'{sum(secs):.0f}'} |")
     lines += ["", "| k | attack | budget | attacked | fooled | success | robust after | "
                   "median q | mean q | forward passes | s |",
               "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -262,12 +268,23 @@ def markdown(result: dict, timing: dict) -> str:
                          f"{s['attacked']} | {s['fooled']} | {_pct(s['success_rate'])} | "
                          f"{_pct(s['robust_accuracy'])} | {_num(s['median_queries'])} | "
                          f"{_num(s['mean_queries'])} | {_num(s['forward_passes'])} | "
-                         f"{timing.get(s['stage'], 0.0):.0f} |")
-    total = sum(timing.get(s["stage"], 0.0) for r in result["per_k"] for s in r["attacks"])
+                         f"{_num(_seconds(s, timing))} |")
+    secs = [_seconds(s, timing) for r in result["per_k"] for s in r["attacks"]]
+    unknown = secs.count(None)
     lines += ["", f"Forward passes in all: {result['forward_passes']:,} (the clean pass, every "
-                  f"query, one verification per attacked image); attack wall time {total:.0f} s "
-                  f"(summed over runs, timing.json).", ""]
+                  f"query, one verification per attacked image); attack wall time "
+                  f"{sum(t for t in secs if t is not None):.0f} s (summed over runs, "
+                  f"timing.json" + (f"; {unknown} stages without a recorded time, '-'"
+                                    if unknown else "") + ").", ""]
     return "\n".join(lines)
+
+
+def _seconds(stage: dict, timing: dict):
+    """A stage's recorded wall seconds: 0 when it attacked nothing, ``None`` when it ran
+    but its time was not recorded (an older run killed before writing ``timing.json``)."""
+    if stage["stage"] in timing:
+        return timing[stage["stage"]]
+    return 0.0 if stage["attacked"] == 0 else None
 
 
 def figure(result: dict, path: Path) -> None:

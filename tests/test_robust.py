@@ -173,3 +173,32 @@ def test_cli_evaluate_writes_and_prints_the_table(tmp_path):
     res = json.loads((out / robust.EVALUATION).read_text())
     assert list(res["robust_accuracy"]) == ["1", "2"] and res["n_images"] == 3
     assert [a["name"] for a in res["attacks"]] == ["sparse-rs"]
+
+
+def test_timing_is_kept_when_an_evaluation_is_interrupted(tmp_path, monkeypatch):
+    real, calls = robust.sweep.run, []
+
+    def interrupted_second_stage(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(robust.sweep, "run", interrupted_second_stage)
+    with pytest.raises(KeyboardInterrupt):
+        _evaluate(tmp_path)
+    first = json.loads((tmp_path / robust.TIMING).read_text())
+    assert set(first) == {"k1/sparse-rs", "k1/de"} and first["k1/sparse-rs"] > 0
+    monkeypatch.undo()
+    _evaluate(tmp_path)  # resumes: the stored stage's time is kept and added to
+    after = json.loads((tmp_path / robust.TIMING).read_text())
+    assert after["k1/sparse-rs"] >= first["k1/sparse-rs"] and "k2/de" in after
+
+
+def test_markdown_marks_stages_without_a_recorded_time(evaluated):
+    _, res = evaluated
+    md = robust.markdown(res, {})  # e.g. an old run killed before timing.json existed
+    assert "| 1 | sparse-rs | 40 |" in md and md.count(" | - |") >= 2
+    assert "stages without a recorded time" in md
+    timing = {s["stage"]: 2.0 for r in res["per_k"] for s in r["attacks"]}
+    assert "without a recorded time" not in robust.markdown(res, timing)
