@@ -64,7 +64,7 @@ def measure(clf, mesh, slots: int, population: int, generations: int, repeats: i
                 ratio=q / raw, compile_s=max(first - best, 0.0))
 
 
-def _cpu_name() -> str:
+def cpu_model() -> str:
     """The CPU's model name (Linux: /proc/cpuinfo), else what ``platform`` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -79,7 +79,7 @@ def machine() -> str:
     import jax
 
     dev = jax.devices()[0]
-    kind = dev.device_kind if dev.platform != "cpu" else _cpu_name()
+    kind = dev.device_kind if dev.platform != "cpu" else cpu_model()
     return f"{platform.machine()}, {os.cpu_count()} cores, {dev.platform}: {kind}"
 
 

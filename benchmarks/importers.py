@@ -163,7 +163,7 @@ def main(argv=None):
     jax.config.update("jax_num_cpu_devices", max(args.devices, 1))
     import numpy as np
     import torch
-    from engine_overhead import machine
+    from engine_overhead import cpu_model, machine
 
     from jaxattack import data
     from jaxattack.sharding import make_mesh
@@ -214,16 +214,6 @@ def main(argv=None):
     if args.out:
         Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
         Path(args.out).with_suffix(".md").write_text(f"{meta}\n\n{table}\n")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def markdown(rows) -> str:
