@@ -266,6 +266,7 @@ def _figure(rows, path, top):
     from jaxattack.stats import wilson
 
     ks = sorted({r["pixels"] for r in rows})
+    names = list(dict.fromkeys(r["strategy"] for r in rows))  # one colour per strategy
     fig = Figure(figsize=(4 * len(ks), 3.5))
     axes = fig.subplots(1, len(ks), squeeze=False)[0]
     for ax, k in zip(axes, ks, strict=True):
@@ -277,7 +278,8 @@ def _figure(rows, path, top):
             n = max(len(r["queries"]), 1)
             hit = np.array([(q <= g).sum() for g in grid])
             band = np.array([wilson(int(h), n) for h in hit])
-            (line,) = ax.plot(grid, hit / n, label=r["strategy"])
+            (line,) = ax.plot(grid, hit / n, label=r["strategy"],
+                              color=f"C{names.index(r['strategy']) % 10}")
             ax.fill_between(grid, band[:, 0], band[:, 1], color=line.get_color(), alpha=0.15)
         ax.set_xscale("log")
         ax.set_title(f"k = {k}")
