@@ -151,8 +151,7 @@ def evaluate(model: str, data_source: str = "sample", *, out: str | Path, images
             finally:  # after every stage, and for an interrupted one, what it spent
                 if standing.size:
                     timing[key] = timing.get(key, 0.0) + time.perf_counter() - start
-                    root.mkdir(parents=True, exist_ok=True)
-                    write_atomic(root / TIMING, json.dumps(timing, indent=1, sort_keys=True))
+                    _write_timing(root, timing)
             rows = {r["image_id"]: r for r in store.rows() if r["experiment"] == exp.id}
             got = [rows[int(i)] for i in standing]
             fooled = np.array([r["success"] for r in got], bool)
@@ -183,7 +182,7 @@ def evaluate(model: str, data_source: str = "sample", *, out: str | Path, images
     }
     root.mkdir(parents=True, exist_ok=True)
     write_atomic(root / EVALUATION, json.dumps(result, indent=1, sort_keys=True))
-    write_atomic(root / TIMING, json.dumps(timing, indent=1, sort_keys=True))
+    _write_timing(root, timing)  # also when no stage had an image to attack
     write_atomic(root / "evaluation.md", markdown(result, timing))
     figure(result, root / "robust_accuracy.png")
     return result
@@ -277,6 +276,11 @@ def markdown(result: dict, timing: dict) -> str:
                   f"timing.json" + (f"; {unknown} stages without a recorded time, '-'"
                                     if unknown else "") + ").", ""]
     return "\n".join(lines)
+
+
+def _write_timing(root: Path, timing: dict) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    write_atomic(root / TIMING, json.dumps(timing, indent=1, sort_keys=True))
 
 
 def _seconds(stage: dict, timing: dict):
