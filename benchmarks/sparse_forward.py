@@ -8,7 +8,9 @@ candidates each) through paint + the classifier's own forward and through
 the sparse plan (caches prepared once, outside the timing), alternating the two, and
 checks that they agree. A third column times the declared layers all dense (the sparse
 pass's dense part, with im2col convolutions where they are faster on the CPU), which
-separates that effect from the sparsity. Results name the machine.
+separates that effect from the sparsity; a fourth the plan with every window computed
+from a crop (``delta=False``, its own best handover), which separates the delta form's
+gain. Results name the machine.
 """
 
 from __future__ import annotations
@@ -42,10 +44,10 @@ def timed(fns, reps: int) -> list[float]:
     return [float(b) for b in best]
 
 
-def row(name, k, images, candidates, reps, handover=None):
+def row(name, k, images, candidates, reps, handover=None, delta=None):
     clf = models.load(name)
     shape = images.shape[1:]
-    plan = sparse.plan(clf, k, shape, handover=handover, gain=0)  # measured even where
+    plan = sparse.plan(clf, k, shape, handover=handover, gain=0, delta=delta)  # even where
     auto = sparse.plan(clf, k, shape) is not None  # forward="auto" would run dense
     rng = np.random.default_rng(k)
     s = len(images)
@@ -68,17 +70,23 @@ def row(name, k, images, candidates, reps, handover=None):
     caches = jax.jit(jax.vmap(plan.prepare, (None, 0)))(clf.params, imgs)
     fn = jax.jit(plan.probs)
     err = float(jnp.abs(fn(clf.params, caches, px) - dense(clf.params, imgs, px)).max())
+    # the same, every window computed from a crop (no delta form): its own best handover
+    plain = sparse.plan(clf, k, shape, gain=0, delta=False)
+    plain_caches = jax.jit(jax.vmap(plain.prepare, (None, 0)))(clf.params, imgs)
+    plain_fn = jax.jit(plain.probs)
     @jax.jit
     def declared(params, imgs, px):  # the declared layers, all dense (im2col where faster)
         painted = jax.vmap(jax.vmap(codec.paint, (None, 0)), (0, 0))(imgs, px)
         nodes, head = compile_graph(clf.layers(params), shape)
         return dense_part(nodes, head, painted.reshape(-1, *shape))
 
-    out["dense_s"], out["sparse_s"], out["declared_dense_s"] = timed(
+    out["dense_s"], out["sparse_s"], out["declared_dense_s"], out["windows_only_s"] = timed(
         [lambda: dense(clf.params, imgs, px), lambda: fn(clf.params, caches, px),
-         lambda: declared(clf.params, imgs, px)], reps)
+         lambda: declared(clf.params, imgs, px),
+         lambda: plain_fn(clf.params, plain_caches, px)], reps)
     out.update(speedup=out["dense_s"] / out["sparse_s"], modelled=plan.speedup,
-               handover=plan.handover, max_abs_err=err, plan=plan.describe())
+               handover=plan.handover, deltas=list(plan.deltas), max_abs_err=err,
+               plan=plan.describe(), windows_only_handover=plain.handover)
     return out
 
 
@@ -124,17 +132,20 @@ def write(out, rows, attacks, args) -> dict:
     Path(out + ".json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"Machine: {result['machine']}", "",
              "| model | k | batch | dense ms | sparse ms | speed-up | modelled | handover "
-             "| declared dense ms | auto runs | err |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+             "| delta nodes | windows only ms | declared dense ms | auto runs | err |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---:|"]
     for r in rows:
         sp = "—" if r["sparse_s"] is None else f"{1e3 * r['sparse_s']:.1f}"
         su = "—" if r["speedup"] is None else f"{r['speedup']:.2f}x"
         mo = f"{r['modelled']:.2f}x" if r.get("modelled") else "—"
         er = f"{r['max_abs_err']:.1e}" if r.get("max_abs_err") is not None else "—"
         dd = f"{1e3 * r['declared_dense_s']:.1f}" if r.get("declared_dense_s") else "—"
+        wo = (f"{1e3 * r['windows_only_s']:.1f} (node {r['windows_only_handover']})"
+              if r.get("windows_only_s") else "—")
+        de = ",".join(map(str, r.get("deltas", []))) or "—"
         lines.append(f"| {r['model']} | {r['k']} | {r['batch']} | "
                      f"{1e3 * r['dense_s']:.1f} | {sp} | {su} | {mo} | {r.get('handover', '—')} "
-                     f"| {dd} | {r.get('auto', '—')} | {er} |")
+                     f"| {de} | {wo} | {dd} | {r.get('auto', '—')} | {er} |")
     if attacks:
         lines += ["", "| model | k | images | budget | dense s | sparse s | speed-up "
                   "| dense q/s | sparse q/s | fooled (dense/sparse) | identical |",

@@ -285,11 +285,41 @@ def test_every_handover_of_tiny_is_exact(sample):
     assert len(handovers) >= 3
     px = candidates(1, 32, 32, n=20)
     for h in handovers:
-        plan = sparse.plan(clf, 1, shape, handover=h)
-        assert plan.handover == h
-        assert_exact(clf, plan, sample, px)
+        for delta in (False, True):  # every window from a crop / in the delta form
+            plan = sparse.plan(clf, 1, shape, handover=h, delta=delta)
+            assert plan.handover == h
+            convs = [i for i in range(2, h + 1) if geometry.delta_ok(
+                compile_graph(clf.layers(clf.params), shape)[0], i)]
+            assert list(plan.deltas) == (convs if delta else [])
+            assert_exact(clf, plan, sample, px)
     with pytest.raises(ValueError, match="handover must be one of"):
         sparse.plan(clf, 1, shape, handover=0)
+
+
+@pytest.mark.parametrize("name,k", [("tiny", 3), ("resnet20", 2), ("nin", 1)])
+def test_the_delta_form_is_exact_with_overlapping_and_repeated_pixels(name, k, sample):
+    """Every convolution that can runs as clean + conv(change): k windows that overlap
+    or coincide each count once; residual blocks and 5x5 kernels."""
+    clf = zoo(name)
+    plan = sparse.plan(clf, k, sample.shape[1:], gain=0, delta=True,
+                       handover=max(geometry.cuts(compile_graph(
+                           clf.layers(clf.params), sample.shape[1:])[0])[:8]))
+    assert len(plan.deltas) >= 2 and "(delta)" in plan.describe()
+    assert_exact(clf, plan, sample, candidates(k, 32, 32))
+
+
+def test_the_delta_form_takes_only_stride_1_float32_convolutions_of_a_map():
+    clf = paper_net()
+    nodes = compile_graph(clf.layers(clf.params), (32, 32, 3))[0]
+    # input, normalize, conv1 (stride 1, reads a map), pool, conv2 (stride 2)
+    assert [geometry.delta_ok(nodes, i) for i in range(5)] == [False, False, True,
+                                                                 False, False]
+    low = zoo("tiny", "bfloat16")
+    nodes = compile_graph(low.layers(low.params), (32, 32, 3))[0]
+    assert not any(geometry.delta_ok(nodes, i) for i in range(len(nodes)))
+    assert sparse.plan(low, 1, (32, 32, 3), gain=0, delta=True).deltas == ()
+    tiny = zoo("tiny")
+    assert sparse.plan(tiny, 1, (32, 32, 3), gain=0, delta=False).deltas == ()
 
 
 def test_bfloat16_tiny_has_a_plan_close_to_its_dense_forward(sample):

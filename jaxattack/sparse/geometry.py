@@ -33,6 +33,11 @@ COPY = 20.0
 # model's handover where it was, except tiny at k = 3 (node 4, measured 1.24x, rather
 # than node 5, measured 0.82x; modelled below the auto gain either way).
 XLA_WINDOW_MAC = 3.0
+# The delta form of a window convolution (``plan._delta``) is costed with the same two
+# constants: SPARSE_MAC per multiply-add of its one matmul, COPY per element of the
+# input's change, of its products with every tap and of the sums into the output
+# windows. Not fitted on its own: on every zoo model its modelled speed-ups came out
+# at or below the measured ones (2026-12-05, benchmarks/README.md).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,13 +89,28 @@ def cuts(nodes: Sequence[Node]) -> list[int]:
     return out
 
 
-def costs(nodes: Sequence[Node], cone: Cones, k: int) -> dict[int, float]:
-    """Modelled cost of one candidate per handover node (0: all dense)."""
+def delta_ok(nodes: Sequence[Node], i: int) -> bool:
+    """Whether node ``i``'s windows can run as clean + conv(change) (``plan._delta``): a
+    stride-1 float32 convolution of one windowed map (not the raw image, whose windows
+    are colours painted over each other rather than values)."""
+    node = nodes[i]
+    if node.kind != "conv" or node.stride != (1, 1) or node.inputs[0] < 1:
+        return False
+    dtype = getattr(node.layer, "dtype", None)
+    return (np.dtype(node.layer.kernel.dtype) == np.float32
+            and (dtype is None or np.dtype(dtype) == np.float32))
+
+
+def costs(nodes: Sequence[Node], cone: Cones, k: int,
+          delta: bool | None = None) -> tuple[dict[int, float], frozenset[int]]:
+    """Modelled cost of one candidate per handover node (0: all dense), and the nodes
+    whose windows run in the delta form: where it is modelled cheaper (``delta`` None),
+    wherever it can (True) or nowhere (False)."""
     def area(shape):
         return shape[0] * shape[1]
 
     dense = [0.0] + [area(n.shape) * n.macs for n in nodes[1:]]
-    sparse = [0.0]
+    sparse, deltas = [0.0], set()
     for i, node in enumerate(nodes[1:], 1):
         crop = crop_size(node, cone.sizes[i])
         # per pixel: each input's crop gathered and k windows selected over it, and for
@@ -102,9 +122,22 @@ def costs(nodes: Sequence[Node], cone: Cones, k: int) -> dict[int, float]:
                 nodes[node.inputs[0]].shape[2]
         elif node.kind == "conv" and node.kernel[0] * node.kernel[1] > 1:
             mac = XLA_WINDOW_MAC
-        sparse.append(k * (mac * area(cone.sizes[i]) * node.macs + COPY * copies))
+        cost = k * (mac * area(cone.sizes[i]) * node.macs + COPY * copies)
+        if delta is not False and delta_ok(nodes, i):
+            u = node.inputs[0]
+            src, taps, cout = area(cone.sizes[u]), node.kernel[0] * node.kernel[1], \
+                node.shape[2]
+            # the input's change (k windows, each masked by the earlier ones), its
+            # products with every tap, and k sums into each of the k output windows
+            moved = (src * nodes[u].shape[2] * (1 + k) + src * taps * cout
+                     + k * area(cone.sizes[i]) * cout)
+            alt = k * (SPARSE_MAC * src * node.macs + COPY * moved)
+            if delta or alt < cost:
+                cost = alt
+                deltas.add(i)
+        sparse.append(cost)
     out = {0: float(sum(dense))}
     for cut in cuts(nodes):
         paste = COPY * nodes[cut].shape[2] * area(nodes[cut].shape) * (1 + k)
         out[cut] = float(sum(sparse[1:cut + 1]) + paste + sum(dense[cut + 1:]))
-    return out
+    return out, frozenset(deltas)

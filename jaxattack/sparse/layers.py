@@ -222,8 +222,9 @@ class Node:
         return (self.kind == "conv" and self.kernel[0] * self.kernel[1] > 1
                 and self.layer.kernel.shape[2] > WINDOW_XLA_MAX_CHANNELS)
 
-    def apply(self, *xs):
-        """This node on already padded inputs (VALID semantics): a whole map or a crop."""
+    def apply(self, *xs, post: bool = True):
+        """This node on already padded inputs (VALID semantics): a whole map or a crop
+        (``post`` false: without its fused per-position layers)."""
         x = xs[0]
         if self.kind == "conv":
             small = self.kernel[0] * self.kernel[1] == 1 or self.im2col
@@ -235,7 +236,7 @@ class Node:
             x = x[..., ::s[0], ::s[1], :]
         elif self.kind == "add":
             x = xs[0] + xs[1]
-        for fn in self.post:
+        for fn in self.post if post else ():
             x = fn(x)
         return x
 

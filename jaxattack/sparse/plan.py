@@ -6,10 +6,13 @@
 
 Per candidate and node up to the handover, each of the k pixels gets an output window
 (``geometry``), computed from a crop of every input: the clean cached activation with
-all k of that input's windows pasted into it, in pixel order. Every window holds all
-the values its pixel can change and is computed from exact inputs, so overlapping or
-repeated pixels stay exact. At the handover node the k windows are pasted into its
-clean map and the rest of the network runs dense, batched over candidates.
+all k of that input's windows pasted into it, in pixel order. A stride-1 convolution
+may instead compute its windows in the delta form (``_delta``, where the cost model
+expects it to be cheaper): its clean output plus the convolution of its input's
+change. Every window holds all the values its pixel can change and is computed from
+exact inputs, so overlapping or repeated pixels stay exact. At the handover node the
+k windows are pasted into its clean map and the rest of the network runs dense,
+batched over candidates.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class Plan:
     cones: geometry.Cones
     margins: dict  # node -> per-axis padding of its cached map
     costs: dict  # handover node -> modelled cost per candidate
+    deltas: tuple = ()  # nodes whose windows run as clean + conv(change) (``_delta``)
 
     @property
     def speedup(self) -> float:
@@ -58,8 +62,13 @@ class Plan:
         for i in range(1, self.handover + 1):
             node = nodes[i]
             values[i] = node.apply(*[_pad(values[u], node.pads) for u in node.inputs])
+        for i in self.deltas:  # their clean maps before the fused per-position layers
+            node = nodes[i]
+            values[("pre", i)] = node.apply(_pad(values[node.inputs[0]], node.pads),
+                                            post=False)
         return tuple(_pad(values[i][0], ((m[0], m[0]), (m[1], m[1])))
-                     for i, m in sorted(self.margins.items()))
+                     for i, m in sorted(self.margins.items())) + tuple(
+                         values[("pre", i)][0] for i in self.deltas)
 
     def cache_bytes(self) -> int:
         """Bytes of one problem's cache."""
@@ -81,13 +90,18 @@ class Plan:
             total += 4 * self.pixels * (np.prod(self.cones.sizes[i]) * nodes[i].shape[2]
                                         + sum(np.prod(crop) * nodes[u].shape[2]
                                               for u in nodes[i].inputs))
+            if i in self.deltas:  # the input's change times every tap
+                src = np.prod(self.cones.sizes[nodes[i].inputs[0]])
+                total += 4 * self.pixels * src * nodes[i].macs / nodes[
+                    nodes[i].inputs[0]].shape[2]
         return int(total)
 
     def probs(self, params, caches, pixels):
         """Probabilities ``[S, N, K]``: ``caches`` from ``prepare`` (leading problem axis
         ``S``), ``pixels`` int32 ``[S, N, k, 2 + C]`` (x, y, colour)."""
         nodes, head = self._graph(params)
-        cache = dict(zip(sorted(self.margins), caches, strict=True))
+        cache = dict(zip(sorted(self.margins), caches[:len(self.margins)], strict=True))
+        pre = dict(zip(self.deltas, caches[len(self.margins):], strict=True))
         s, n, k = pixels.shape[:3]
         sizes, starts = self.cones.sizes, self.cones.starts
         ys, xs = pixels[..., 1], pixels[..., 0]
@@ -98,6 +112,15 @@ class Plan:
         for i in range(1, self.handover + 1):
             node = nodes[i]
             st = jnp.stack([jnp.asarray(starts[i][0])[ys], jnp.asarray(starts[i][1])[xs]], -1)
+            if i in self.deltas:
+                u = node.inputs[0]
+
+                def change(clean, pre_i, st, w_st, w_val, u=u, node=node, i=i):
+                    return _delta(node, clean, self.margins[u], pre_i, w_st, w_val, st,
+                                  sizes[i])
+                wins[i] = (st, jax.vmap(jax.vmap(change, (None, None, 0, 0, 0)))(
+                    cache[u], pre[i], st, *wins[u]))
+                continue
             crops = []
             for u in node.inputs:
                 def crop(clean, st, w_st, w_val, u=u, node=node, i=i):
@@ -145,6 +168,7 @@ class Plan:
     def describe(self) -> str:
         nodes = self._graph(self.classifier.params)[0]
         sizes = ", ".join(f"{nodes[i].kind}{'x'.join(map(str, self.cones.sizes[i]))}"
+                          f"{' (delta)' if i in self.deltas else ''}"
                           for i in range(1, self.handover + 1))
         return (f"sparse forward of {self.classifier.name} at k={self.pixels}: windows "
                 f"{sizes}; dense from node {self.handover} of {len(nodes) - 1} "
@@ -163,6 +187,54 @@ def _paste(crop, origin, starts, windows, size):
         vals = windows[j][jnp.clip(r, 0, size[0] - 1)][:, jnp.clip(c, 0, size[1] - 1)]
         crop = jnp.where(inside[..., None], vals.astype(crop.dtype), crop)
     return crop
+
+
+def _delta(node, clean, margin, pre, starts, windows, out_starts, out_size):
+    """The k output windows ``[k, *out_size, Cout]`` at ``out_starts [k, 2]`` of a
+    stride-1 convolution, as the clean output ``pre`` (before the node's per-position
+    layers) plus the convolution of the input's change: each input window
+    ``windows [k, sh, sw, Cin]`` at ``starts`` less the clean input ``clean`` (padded by
+    ``margin``), where no earlier window already holds it, times every kernel tap,
+    added where it lands. Fewer multiply-adds than convolving a crop for the output
+    window (``sh * sw`` rather than ``out_size`` positions, and one matmul)."""
+    kh, kw, cin, cout = node.layer.kernel.shape
+    k, sh, sw = windows.shape[:3]
+    changes = []
+    for j in range(k):
+        at = (starts[j, 0] + margin[0], starts[j, 1] + margin[1], 0)
+        d = (windows[j].astype(jnp.float32)
+             - jax.lax.dynamic_slice(clean, at, (sh, sw, cin)).astype(jnp.float32))
+        r, c = jnp.arange(sh) + starts[j, 0], jnp.arange(sw) + starts[j, 1]
+        for e in range(j):  # a position in several windows counts once
+            seen = (((r >= starts[e, 0]) & (r < starts[e, 0] + sh))[:, None]
+                    & ((c >= starts[e, 1]) & (c < starts[e, 1] + sw))[None, :])
+            d = jnp.where(seen[..., None], 0.0, d)
+        changes.append(d)
+    y = jnp.einsum("jyxc,abco->jyxabo", jnp.stack(changes), node.layer.kernel)
+    # [k, sh + kh - 1, sw + kw - 1, Cout]; entry (0, 0) is output (start - (kh - 1) + pad)
+    buf = sum(jnp.pad(y[:, :, :, a, b], ((0, 0), (kh - 1 - a, a), (kw - 1 - b, b), (0, 0)))
+              for a in range(kh) for b in range(kw))
+    origin = starts - jnp.asarray([kh - 1 - node.pads[0][0], kw - 1 - node.pads[1][0]])
+    outs = []
+    for m in range(k):
+        x = jax.lax.dynamic_slice(pre, (out_starts[m, 0], out_starts[m, 1], 0),
+                                  (*out_size, cout))
+        for j in range(k):
+            ro = jnp.arange(out_size[0]) + out_starts[m, 0] - origin[j, 0]
+            co = jnp.arange(out_size[1]) + out_starts[m, 1] - origin[j, 1]
+            inside = (((ro >= 0) & (ro < buf.shape[1]))[:, None]
+                      & ((co >= 0) & (co < buf.shape[2]))[None, :])
+            vals = buf[j][jnp.clip(ro, 0, buf.shape[1] - 1)][:, jnp.clip(
+                co, 0, buf.shape[2] - 1)]
+            x = x + jnp.where(inside[..., None], vals, 0.0)
+        outs.append(_post(node, x))
+    return jnp.stack(outs)
+
+
+def _post(node, x):
+    for fn in node.post:
+        x = fn(x)
+    return x
 
 
 def _materialise(x):
@@ -189,12 +261,15 @@ def why_not(classifier: Classifier, pixels: int, image_shape) -> str | None:
 
 
 def plan(classifier: Classifier, pixels: int, image_shape, handover: int | None = None,
-         warn: bool = False, gain: float = AUTO_GAIN) -> Plan | None:
+         warn: bool = False, gain: float = AUTO_GAIN, delta: bool | None = None
+         ) -> Plan | None:
     """The sparse plan (handover from the cost model, or ``handover``), or None where the
     model declares no supported layers (with ``warn``: says why, once per classifier)
-    or where the modelled speed-up is below ``gain``."""
+    or where the modelled speed-up is below ``gain``. ``delta``: run convolution
+    windows as clean + conv(change) where the cost model prefers it (None), wherever
+    possible (True) or never (False)."""
     try:
-        out = _build(classifier, pixels, tuple(image_shape), handover)
+        out = _build(classifier, pixels, tuple(image_shape), handover, delta)
     except _NoPlan as e:
         if warn:
             _warn_once(classifier, str(e))
@@ -211,23 +286,25 @@ def _warn_once(classifier, reason):
     warnings.warn(f"forward='auto' runs dense for {classifier.name}: {reason}", stacklevel=3)
 
 
-def _build(classifier: Classifier, pixels: int, image_shape, handover=None) -> Plan:
-    plan, why = _plan_or_reason(classifier, pixels, image_shape, handover)
+def _build(classifier: Classifier, pixels: int, image_shape, handover=None,
+           delta=None) -> Plan:
+    plan, why = _plan_or_reason(classifier, pixels, image_shape, handover, delta)
     if plan is None:
         raise _NoPlan(why)
     return plan
 
 
 @memoize(64)
-def _plan_or_reason(classifier, pixels, image_shape, handover):
+def _plan_or_reason(classifier, pixels, image_shape, handover, delta):
     """Cached either way: the declared-vs-forward check compiles two forward passes."""
     try:
-        return _make(classifier, pixels, image_shape, handover), None
+        return _make(classifier, pixels, image_shape, handover, delta), None
     except _NoPlan as e:
         return None, str(e)
 
 
-def _make(classifier: Classifier, pixels: int, image_shape, handover=None) -> Plan:
+def _make(classifier: Classifier, pixels: int, image_shape, handover=None,
+          delta=None) -> Plan:
     if classifier.layers is None:
         raise _NoPlan("it declares no layers for the sparse forward (docs/sparse.md)")
     try:
@@ -235,7 +312,7 @@ def _make(classifier: Classifier, pixels: int, image_shape, handover=None) -> Pl
     except ValueError as e:
         raise _NoPlan(str(e)) from None
     cone = geometry.cones(nodes)
-    costs = geometry.costs(nodes, cone, pixels)
+    costs, deltas = geometry.costs(nodes, cone, pixels, delta)
     if len(costs) == 1:
         raise _NoPlan("it declares no spatial layer before its Head")
     if handover is None:
@@ -249,7 +326,8 @@ def _make(classifier: Classifier, pixels: int, image_shape, handover=None) -> Pl
             margins[u] = tuple(max(m[a], *nodes[i].pads[a]) for a in (0, 1))
     margins.setdefault(handover, (0, 0))
     _check_declared(classifier, image_shape)
-    return Plan(classifier, pixels, image_shape, handover, cone, margins, costs)
+    deltas = tuple(sorted(i for i in deltas if i <= handover))
+    return Plan(classifier, pixels, image_shape, handover, cone, margins, costs, deltas)
 
 
 @memoize(32)
