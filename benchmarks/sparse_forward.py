@@ -44,10 +44,10 @@ def timed(fns, reps: int) -> list[float]:
     return [float(b) for b in best]
 
 
-def row(name, k, images, candidates, reps, handover=None, delta=None):
+def row(name, k, images, candidates, reps, handover=None):
     clf = models.load(name)
     shape = images.shape[1:]
-    plan = sparse.plan(clf, k, shape, handover=handover, gain=0, delta=delta)  # even where
+    plan = sparse.plan(clf, k, shape, handover=handover, gain=0)  # measured even where
     auto = sparse.plan(clf, k, shape) is not None  # forward="auto" would run dense
     rng = np.random.default_rng(k)
     s = len(images)

@@ -236,7 +236,11 @@ class Node:
             x = x[..., ::s[0], ::s[1], :]
         elif self.kind == "add":
             x = xs[0] + xs[1]
-        for fn in self.post if post else ():
+        return self.activate(x) if post else x
+
+    def activate(self, x):
+        """This node's fused per-position layers (``post``) on ``x``."""
+        for fn in self.post:
             x = fn(x)
         return x
 
@@ -375,9 +379,7 @@ def dense(nodes: Sequence[Node], head, image, start: int = 0, values: dict | Non
         xs = [_pad(values[j], node.pads) for j in node.inputs]
         if node.kind == "conv":
             x = (conv_valid if _im2col_dense(node) else conv_dense)(xs[0], node.layer)
-            for fn in node.post:
-                x = fn(x)
-            values[i] = x
+            values[i] = node.activate(x)
         else:
             values[i] = node.apply(*xs)
     return head(values[len(nodes) - 1])

@@ -58,17 +58,17 @@ class Plan:
         """The clean activations one problem's candidates read: ``image`` uint8 [H, W, C]
         -> tuple of padded maps (the per-problem cache)."""
         nodes, head = self._graph(params)
-        values = {0: image[None].astype(jnp.float32)}
+        values, pre = {0: image[None].astype(jnp.float32)}, {}
         for i in range(1, self.handover + 1):
             node = nodes[i]
-            values[i] = node.apply(*[_pad(values[u], node.pads) for u in node.inputs])
-        for i in self.deltas:  # their clean maps before the fused per-position layers
-            node = nodes[i]
-            values[("pre", i)] = node.apply(_pad(values[node.inputs[0]], node.pads),
-                                            post=False)
+            x = node.apply(*[_pad(values[u], node.pads) for u in node.inputs],
+                           post=i not in self.deltas)
+            if i in self.deltas:  # a delta node's clean map before its per-position layers
+                pre[i], x = x, node.activate(x)
+            values[i] = x
         return tuple(_pad(values[i][0], ((m[0], m[0]), (m[1], m[1])))
                      for i, m in sorted(self.margins.items())) + tuple(
-                         values[("pre", i)][0] for i in self.deltas)
+                         pre[i][0] for i in self.deltas)
 
     def cache_bytes(self) -> int:
         """Bytes of one problem's cache."""
@@ -125,7 +125,7 @@ class Plan:
             for u in node.inputs:
                 def crop(clean, st, w_st, w_val, u=u, node=node, i=i):
                     return self._crops(node, sizes[i], st, clean, (w_st, w_val),
-                                       self.margins[u], sizes[u])
+                                       self.margins[u])
                 c = per_candidate(crop)(cache[u], st, *wins[u])
                 crops.append(c.reshape(s * n * k, *c.shape[3:]))  # one batch for the node
             out = node.apply(*crops)
@@ -135,7 +135,7 @@ class Plan:
 
         def place(clean, st, vals, _=None):
             full = clean[m[0]:m[0] + h, m[1]:m[1] + w]
-            return _paste(full, jnp.zeros(2, jnp.int32), st, vals, sizes[self.handover])
+            return _paste(full, jnp.zeros(2, jnp.int32), st, vals)
 
         maps = per_candidate(place)(cache[self.handover], *wins[self.handover], pixels)
         maps = maps.reshape(s * n, *maps.shape[2:])
@@ -145,7 +145,7 @@ class Plan:
             out = jax.nn.softmax(out, axis=-1)
         return out.reshape(s, n, -1)
 
-    def _crops(self, node, out_size, out_start, clean, wins, margin, win_size):
+    def _crops(self, node, out_size, out_start, clean, wins, margin):
         """The input crops ``[k, ch, cw, C]`` of a node's k windows, from the clean padded
         map of one input with that input's k windows pasted into it (a masked select per
         window, so a window that overlaps a crop only in part lands where it belongs)."""
@@ -158,7 +158,7 @@ class Plan:
 
         def one(at_i, origin_i):
             b = jax.lax.dynamic_slice(clean, (at_i[0], at_i[1], 0), (*crop, clean.shape[2]))
-            return _paste(b, origin_i, w_start, w_vals, win_size)
+            return _paste(b, origin_i, w_start, w_vals)
 
         crops = jax.vmap(one)(at, origin)
         if node.im2col:
@@ -176,17 +176,31 @@ class Plan:
                 f"speed-up {self.speedup:.2f}x")
 
 
-def _paste(crop, origin, starts, windows, size):
+def _paste(crop, origin, starts, windows):
     """``crop`` (at ``origin``) with the windows ``[k, *size, C]`` at ``starts [k, 2]``
     written over it, later ones last (as painting does): a masked select per window,
     so a window that overlaps the crop in part lands where it belongs."""
     for j in range(windows.shape[0]):
-        r = jnp.arange(crop.shape[0]) + origin[0] - starts[j, 0]
-        c = jnp.arange(crop.shape[1]) + origin[1] - starts[j, 1]
-        inside = ((r >= 0) & (r < size[0]))[:, None] & ((c >= 0) & (c < size[1]))[None, :]
-        vals = windows[j][jnp.clip(r, 0, size[0] - 1)][:, jnp.clip(c, 0, size[1] - 1)]
+        inside, vals = _lookup(origin, crop.shape[:2], starts[j], windows[j])
         crop = jnp.where(inside[..., None], vals.astype(crop.dtype), crop)
     return crop
+
+
+def _within(origin, shape, start, size):
+    """Which positions of a ``shape`` grid at ``origin`` lie in the ``size`` window at
+    ``start``: bool ``[*shape]``."""
+    r = jnp.arange(shape[0]) + origin[0] - start[0]
+    c = jnp.arange(shape[1]) + origin[1] - start[1]
+    return ((r >= 0) & (r < size[0]))[:, None] & ((c >= 0) & (c < size[1]))[None, :]
+
+
+def _lookup(origin, shape, start, window):
+    """``window [h, w, C]`` placed at ``start``, read at the positions of a ``shape`` grid
+    at ``origin``: (``_within`` mask, values ``[*shape, C]``, clamped where outside)."""
+    h, w = window.shape[:2]
+    r = jnp.clip(jnp.arange(shape[0]) + origin[0] - start[0], 0, h - 1)
+    c = jnp.clip(jnp.arange(shape[1]) + origin[1] - start[1], 0, w - 1)
+    return _within(origin, shape, start, (h, w)), window[r][:, c]
 
 
 def _delta(node, clean, margin, pre, starts, windows, out_starts, out_size):
@@ -204,10 +218,8 @@ def _delta(node, clean, margin, pre, starts, windows, out_starts, out_size):
         at = (starts[j, 0] + margin[0], starts[j, 1] + margin[1], 0)
         d = (windows[j].astype(jnp.float32)
              - jax.lax.dynamic_slice(clean, at, (sh, sw, cin)).astype(jnp.float32))
-        r, c = jnp.arange(sh) + starts[j, 0], jnp.arange(sw) + starts[j, 1]
         for e in range(j):  # a position in several windows counts once
-            seen = (((r >= starts[e, 0]) & (r < starts[e, 0] + sh))[:, None]
-                    & ((c >= starts[e, 1]) & (c < starts[e, 1] + sw))[None, :])
+            seen = _within(starts[j], (sh, sw), starts[e], (sh, sw))
             d = jnp.where(seen[..., None], 0.0, d)
         changes.append(d)
     y = jnp.einsum("jyxc,abco->jyxabo", jnp.stack(changes), node.layer.kernel)
@@ -220,21 +232,10 @@ def _delta(node, clean, margin, pre, starts, windows, out_starts, out_size):
         x = jax.lax.dynamic_slice(pre, (out_starts[m, 0], out_starts[m, 1], 0),
                                   (*out_size, cout))
         for j in range(k):
-            ro = jnp.arange(out_size[0]) + out_starts[m, 0] - origin[j, 0]
-            co = jnp.arange(out_size[1]) + out_starts[m, 1] - origin[j, 1]
-            inside = (((ro >= 0) & (ro < buf.shape[1]))[:, None]
-                      & ((co >= 0) & (co < buf.shape[2]))[None, :])
-            vals = buf[j][jnp.clip(ro, 0, buf.shape[1] - 1)][:, jnp.clip(
-                co, 0, buf.shape[2] - 1)]
+            inside, vals = _lookup(out_starts[m], out_size, origin[j], buf[j])
             x = x + jnp.where(inside[..., None], vals, 0.0)
-        outs.append(_post(node, x))
+        outs.append(node.activate(x))
     return jnp.stack(outs)
-
-
-def _post(node, x):
-    for fn in node.post:
-        x = fn(x)
-    return x
 
 
 def _materialise(x):
