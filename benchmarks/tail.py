@@ -6,7 +6,8 @@ The paper's DE (population 400, 100 generations) and Sparse-RS (population 20, u
 generations, margin loss) on the same images, all in one run, Sparse-RS under three
 engine settings (``VARIANTS``: every slot every generation; whole engines with the tail
 moved to fewer slots, the accelerators' default; this platform's default, on XLA:CPU
-chunks of slots with finished ones skipped). Queries are what the problems were
+chunks of slots with finished ones skipped), DE under the default and with its population
+evaluated in one call instead of blocks (``unblocked``). Queries are what the problems were
 charged; queries/s divides them by the attack's wall time (compiling included), search
 queries/s by the engine's queue time; utilisation is useful slot-generations over
 computed ones. The results must be identical under every setting.
@@ -25,11 +26,14 @@ SETTINGS = {  # name: (strategy, population, generations, loss)
     "de": ("de", 400, 100, "prob"),
     "sparse-rs": ("sparse-rs", 20, 500, "margin"),
 }
-WHOLE = 2**30  # a chunk larger than any engine: evaluate every slot in one call
-VARIANTS = {  # name: engine.run's (chunk, shrink)
-    "whole": (WHOLE, False),  # every slot every generation (before the fix)
-    "whole+shrink": (WHOLE, "auto"),  # accelerators' default: move to fewer slots
-    "default": (None, "auto"),  # this platform's default (XLA:CPU: chunks, skipped)
+WHOLE = 2**30  # a chunk (block) larger than any engine (population): one call for all
+VARIANTS = {  # name: engine.run's (chunk, shrink, block)
+    "whole": (WHOLE, False, None),  # every slot every generation (before the fix)
+    "whole+shrink": (WHOLE, "auto", None),  # accelerators' default: move to fewer slots
+    "default": (None, "auto", None),  # this platform's default (XLA:CPU: chunks, skipped)
+    # the default with each population evaluated in one call (XLA:CPU before blocks of
+    # sizing.BLOCK_CANDIDATES; the same as "default" for populations within a block)
+    "unblocked": (None, "auto", WHOLE),
 }
 
 
@@ -40,8 +44,10 @@ def main(argv=None):
     ap.add_argument("--images", type=int, default=20)
     ap.add_argument("--pixels", type=int, default=3)
     ap.add_argument("--strategies", default="de,sparse-rs")
-    ap.add_argument("--variants", default=",".join(VARIANTS),
-                    help="engine settings for strategies other than DE (DE: default only)")
+    ap.add_argument("--variants", default="whole,whole+shrink,default",
+                    help="engine settings for strategies other than DE")
+    ap.add_argument("--de-variants", default="default,unblocked",
+                    help="engine settings for DE")
     ap.add_argument("--generations", type=int, default=None,
                     help="override every strategy's generations (smoke runs)")
     ap.add_argument("--repeat", type=int, default=2,
@@ -59,64 +65,69 @@ def main(argv=None):
     clf = ja.models.load(args.model)
     x, y, _ = ja.data.load(args.data, limit=args.images)
     ids = np.arange(len(x))
-    rows, run = [], engine.run
-    for name in args.strategies.split(","):
+    rows, run, results = [], engine.run, {}
+    settings = [(name, variant) for name in args.strategies.split(",")
+                for variant in (args.de_variants if name == "de" else args.variants).split(",")]
+    # Rounds outermost: each round runs every setting once, so that the ratios compare
+    # runs minutes apart, not a strategy's runs with the other's a quarter of an hour later.
+    for rep, (name, variant) in itertools.product(range(args.repeat), settings):
         strategy, pop, gens, loss = SETTINGS[name]
         gens = args.generations or gens
         cfg = ja.AttackConfig(pixels=args.pixels, population=pop, generations=gens, loss=loss,
                               strategy=strategy)
-        results = {}
-        for variant, rep in itertools.product(
-                ["default"] if name == "de" else args.variants.split(","),
-                range(args.repeat)):
-            chunk, shrink = VARIANTS[variant]
-            stats = []
+        chunk, shrink, block = VARIANTS[variant]
+        stats = []
 
-            def recorded(*a, chunk=chunk, shrink=shrink, stats=stats, **kw):
-                stats.append(run(*a, **kw | {"chunk": chunk, "shrink": shrink}))
-                return stats[-1]
+        def recorded(*a, chunk=chunk, shrink=shrink, block=block, stats=stats, **kw):
+            stats.append(run(*a, **kw | {"chunk": chunk, "shrink": shrink, "block": block}))
+            return stats[-1]
 
-            engine.run = recorded
-            try:
-                t0 = time.perf_counter()
-                res = ja.attack(clf, x, y, cfg, image_ids=ids)
-                seconds = time.perf_counter() - t0
-            finally:
-                engine.run = run
-            queries = int(res.queries.sum())
-            search_s = sum(st.seconds for st in stats)
-            results[variant, rep] = res
-            rows.append(dict(strategy=name, population=pop, generations=gens, loss=loss,
-                             variant=variant, run="warm" if rep else "cold",
-                             seconds=round(seconds, 2),
-                             build_seconds=round(sum(st.build_seconds for st in stats), 2),
-                             search_seconds=round(search_s, 2), queries=queries,
-                             queries_per_s=round(queries / seconds, 1),
-                             search_queries_per_s=round(queries / search_s, 1),
-                             utilisation=round(sum(st.useful for st in stats)
-                                               / max(sum(st.computed for st in stats), 1), 4),
-                             resized=sum(st.resized for st in stats),
-                             fooled=int(res.success.sum()),
-                             clean_correct=int(res.clean_correct.sum())))
-            print(json.dumps(rows[-1]), flush=True)
-        first = next(iter(results.values()))
-        for variant, res in results.items():
-            if not all(np.array_equal(getattr(first, f), getattr(res, f))
-                       for f in ("pixels", "queries", "success")):
-                sys.exit(f"{name}: results differ between engine settings ({variant})")
-    de = {r["run"]: r for r in rows if r["strategy"] == "de"}
-    lines = ["| strategy | population x generations | engine | run | fooled | queries | "
+        engine.run = recorded
+        try:
+            t0 = time.perf_counter()
+            res = ja.attack(clf, x, y, cfg, image_ids=ids)
+            seconds = time.perf_counter() - t0
+        finally:
+            engine.run = run
+        queries = int(res.queries.sum())
+        search_s = sum(st.seconds for st in stats)
+        first = results.setdefault(name, res)
+        if not all(np.array_equal(getattr(first, f), getattr(res, f))
+                   for f in ("pixels", "queries", "success")):
+            sys.exit(f"{name}: results differ between engine settings ({variant})")
+        rows.append(dict(strategy=name, population=pop, generations=gens, loss=loss,
+                         variant=variant, round=rep, run="warm" if rep else "cold",
+                         seconds=round(seconds, 2),
+                         build_seconds=round(sum(st.build_seconds for st in stats), 2),
+                         search_seconds=round(search_s, 2), queries=queries,
+                         queries_per_s=round(queries / seconds, 1),
+                         search_queries_per_s=round(queries / search_s, 1),
+                         utilisation=round(sum(st.useful for st in stats)
+                                           / max(sum(st.computed for st in stats), 1), 4),
+                         resized=sum(st.resized for st in stats),
+                         fooled=int(res.success.sum()),
+                         clean_correct=int(res.clean_correct.sum())))
+        print(json.dumps(rows[-1]), flush=True)
+    de = {r["round"]: r for r in rows if r["strategy"] == "de" and r["variant"] == "default"}
+    lines = ["| strategy | population x generations | engine | round | fooled | queries | "
              "s (build) | queries/s | search queries/s | utilisation | resized |",
              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['strategy']} | {r['population']} x {r['generations']} | {r['variant']} | "
-              f"{r['run']} | {r['fooled']}/{r['clean_correct']} | {r['queries']:,} | "
-              f"{r['seconds']:.1f} ({r['build_seconds']:.1f}) | {r['queries_per_s']:,.0f} | "
-              f"{r['search_queries_per_s']:,.0f} | {r['utilisation']:.1%} | {r['resized']} |"
-              for r in rows]
-    ratio = {f"{r['variant']}, {r['run']}": dict(
-        wall=round(r["queries_per_s"] / de[r["run"]]["queries_per_s"], 3),
-        search=round(r["search_queries_per_s"] / de[r["run"]]["search_queries_per_s"], 3))
-        for r in rows if r["strategy"] == "sparse-rs" and r["run"] in de}
+              f"{r['round']} ({r['run']}) | {r['fooled']}/{r['clean_correct']} | "
+              f"{r['queries']:,} | {r['seconds']:.1f} ({r['build_seconds']:.1f}) | "
+              f"{r['queries_per_s']:,.0f} | {r['search_queries_per_s']:,.0f} | "
+              f"{r['utilisation']:.1%} | {r['resized']} |" for r in rows]
+    ratio = {f"{r['variant']}, round {r['round']} ({r['run']})": dict(
+        wall=round(r["queries_per_s"] / de[r["round"]]["queries_per_s"], 3),
+        search=round(r["search_queries_per_s"] / de[r["round"]]["search_queries_per_s"], 3))
+        for r in rows if r["strategy"] == "sparse-rs" and r["round"] in de}
+    warm = {}
+    for key, v in ratio.items():
+        if "(warm)" in key:
+            warm.setdefault(key.split(",")[0], []).append(v)
+    median = {variant: dict(wall=float(np.median([v["wall"] for v in vs])),
+                            search=float(np.median([v["search"] for v in vs])))
+              for variant, vs in warm.items()}
     md = (f"{args.model}, {len(x)} {args.data} images, k = {args.pixels}, untargeted, "
           f"through `attack()`; machine: {machine()}. queries/s divides by the attack's "
           "wall time (compiling, clean and verification passes included); search "
@@ -124,14 +135,17 @@ def main(argv=None):
           "first run of a setting in the process; warm: a rerun with its programs compiled.\n\n"
           + "\n".join(lines) + "\n\nSparse-RS queries/s relative to DE (wall, search): " +
           ", ".join(f"{v['wall']:.2f}x, {v['search']:.2f}x ({k})" for k, v in ratio.items())
-          + " (each against DE's run of the same kind)\n")
+          + " (each against DE's default run of the same round)"
+          + "".join(f"; median of the warm rounds ({k}): {v['wall']:.2f}x, {v['search']:.2f}x"
+                    for k, v in median.items()) + "\n")
     print(md)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.with_suffix(".json").write_text(json.dumps(
             {"rows": rows, "machine": machine(), "images": len(x), "pixels": args.pixels,
-             "model": args.model, "sparse_rs_over_de": ratio}, indent=1) + "\n")
+             "model": args.model, "sparse_rs_over_de": ratio,
+             "sparse_rs_over_de_warm_median": median}, indent=1) + "\n")
         out.with_suffix(".md").write_text(md)
 
 

@@ -43,6 +43,7 @@ from jaxattack.sizing import (
     AUTO_CANDIDATES_PER_DEVICE,
     POLL_S,
     _tail_sizes,
+    default_block,
     default_chunk,
     default_slots,
     ladder,
@@ -63,8 +64,8 @@ from jaxattack.slots import (
 
 __all__ = ["AUTO_CANDIDATES_PER_ACCELERATOR", "AUTO_CANDIDATES_PER_DEVICE", "MAX_EXECUTABLES",
            "Engine", "Evaluation", "Evaluator", "OnFinished", "RunStats", "Search", "SlotView",
-           "Slots", "compile_seconds", "default_chunk", "default_slots", "ladder",
-           "memory_budget", "run"]
+           "Slots", "compile_seconds", "default_block", "default_chunk", "default_slots",
+           "ladder", "memory_budget", "run"]
 
 
 @dataclasses.dataclass
@@ -95,11 +96,12 @@ class Engine:
 
     ``template`` is a batch of problems (any number of rows) giving their structure.
     ``chunk``: slots per evaluation call on each device (``default_chunk``); below a
-    device's slot count, finished problems' chunks are skipped.
+    device's slot count, finished problems' chunks are skipped. ``block``: the most
+    candidates of a slot per call (``default_block``).
     """
 
     def __init__(self, search: Search, params, mesh: Mesh, num_slots: int, template,
-                 chunk: int | None = None):
+                 chunk: int | None = None, block: int | None = None):
         n_dev = mesh.devices.size
         if num_slots % n_dev:
             raise ValueError(f"num_slots={num_slots} is not a multiple of {n_dev} devices")
@@ -109,15 +111,16 @@ class Engine:
             raise ValueError(f"chunk={chunk} does not divide {per} slots per device")
         self.search, self.mesh, self.num_slots = search, mesh, num_slots
         self.chunk = min(chunk, per)
+        self.block = default_block(mesh, search.population) if block is None else block
         self.sharding = NamedSharding(mesh, P(AXIS))
         self.params = jax.device_put(params, NamedSharding(mesh, P()))
         self._evolve, self._load, self._view, fresh, self._place = _programs(search, mesh,
-                                                                             self.chunk)
+                                                                             self.chunk, self.block)
         zeros = jax.tree.map(lambda a: np.zeros((num_slots, *a.shape[1:]), a.dtype), template)
         self.slots = fresh(self.params, *self._put(np.zeros((num_slots, 2), np.uint32), zeros,
                                                    np.zeros(num_slots, bool)))
-        self._exe, self.compile_seconds = _compiled_evolve(search, mesh, self.chunk, self.slots,
-                                                           self.params)
+        self._exe, self.compile_seconds = _compiled_evolve(search, mesh, self.chunk, self.block,
+                                                           self.slots, self.params)
 
     def _put(self, *trees):
         return jax.device_put(trees, self.sharding)
@@ -149,9 +152,10 @@ class Engine:
         return other
 
 
-def _built(search: Search, params, mesh: Mesh, num_slots: int, template) -> Engine:
+def _built(search: Search, params, mesh: Mesh, num_slots: int, template,
+           block: int | None) -> Engine:
     """A fresh engine with its view program compiled too (what the tail moves into)."""
-    other = Engine(search, params, mesh, num_slots, template, chunk=num_slots)
+    other = Engine(search, params, mesh, num_slots, template, chunk=num_slots, block=block)
     jax.block_until_ready(other._view(other.slots))
     return other
 
@@ -161,8 +165,8 @@ class _Tail:
     thread while the current engine computes, so that the tail moves without stopping
     to compile (XLA compiles on the host, beside the device's work)."""
 
-    def __init__(self, search: Search, params, mesh: Mesh, template):
-        self._args = search, params, mesh, template
+    def __init__(self, search: Search, params, mesh: Mesh, template, block: int):
+        self._args = search, params, mesh, template, block
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="jaxattack-tail")
         self._builds: dict[int, Future] = {}
 
@@ -173,8 +177,9 @@ class _Tail:
                 del self._builds[n]
         for n in sizes:
             if n not in self._builds:
-                search, params, mesh, template = self._args
-                self._builds[n] = self._pool.submit(_built, search, params, mesh, n, template)
+                search, params, mesh, template, block = self._args
+                self._builds[n] = self._pool.submit(_built, search, params, mesh, n, template,
+                                                    block)
 
     def built(self, size: int, wait: bool) -> Engine | None:
         """The engine of ``size`` slots if it is built (or, with ``wait``, once it is)."""
@@ -193,8 +198,8 @@ OnFinished = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarra
 
 def run(search: Search, params, keys: np.ndarray, problems, on_finished: OnFinished, *,
         mesh: Mesh, num_slots: int, progress: bool = False, desc: str | None = None,
-        refill: bool = True, shrink: bool | str = "auto", chunk: int | None = None
-        ) -> RunStats:
+        refill: bool = True, shrink: bool | str = "auto", chunk: int | None = None,
+        block: int | None = None) -> RunStats:
     """Search a queue of problems (rows of ``keys`` and of every leaf of ``problems``).
 
     Slots are refilled as problems finish, until the queue drains. For each batch of
@@ -214,14 +219,15 @@ def run(search: Search, params, keys: np.ndarray, problems, on_finished: OnFinis
     move happens once one is built: ``"auto"`` builds those whose saving outweighs
     compiling them, ``True`` every smaller size that fits (and waits for it), ``False``
     none. Results are the same either way (per-problem
-    keys); only the order of the ``on_finished`` calls changes.
+    keys); only the order of the ``on_finished`` calls changes. ``block``: the most
+    candidates of one slot per evaluation call (``default_block``).
     """
     total, S = len(keys), num_slots
     stats = RunStats(problems=total)
     if not total:
         return stats
     t_build = time.perf_counter()
-    engine = Engine(search, params, mesh, S, problems, chunk)
+    engine = Engine(search, params, mesh, S, problems, chunk, block)
     stats.build_seconds = time.perf_counter() - t_build
     devices = mesh.devices.size
     if engine.chunk < S // devices:
@@ -230,7 +236,8 @@ def run(search: Search, params, keys: np.ndarray, problems, on_finished: OnFinis
     in_slot = np.full(S, -1)
     evaluated = np.zeros(S, np.int64)
     queued = hits = 0
-    tail = _Tail(search, params, mesh, problems) if shrink else None  # builds on demand
+    # the tail's smaller engines, built on demand
+    tail = _Tail(search, params, mesh, problems, engine.block) if shrink else None
     bar = tqdm(total=total, unit="problem", disable=not progress, file=sys.stderr, desc=desc,
                dynamic_ncols=True, smoothing=0.1)
     t0 = time.perf_counter()

@@ -28,7 +28,8 @@ class Evaluation(NamedTuple):
 
     fitness: jax.Array  # f32 [S, N], minimised
     hit: jax.Array  # bool [S, N]: the candidate reaches the goal (a success)
-    stop: jax.Array  # bool [S]: the problem is done (early stop)
+    stop: jax.Array  # bool [S]: some candidate says the problem is done (early stop); the
+    # engine may evaluate a population in parts (``_call``) and stops where any part does
 
 
 class Evaluator(Protocol):
@@ -94,38 +95,67 @@ def _fresh(search: Search, params, keys, problems, active) -> Slots:
         adv_fitness=jnp.full(n, jnp.inf, jnp.float32))
 
 
-def _evaluate(search: Search, params, s: Slots, cands, chunk: int):
+def _call(search: Search, params, problems, cands, block: int) -> Evaluation:
+    """``search.evaluate`` of candidates ``[S, N, D]``, in calls of at most ``block`` of
+    each slot's candidates (``N`` split into equal parts, the last candidate repeated to
+    fill the last one); a problem stops where any part says so."""
+    S, N = cands.shape[:2]
+    if block >= N:
+        return search.evaluate(params, problems, cands)
+    parts = -(-N // block)
+    size = -(-N // parts)
+    padded = jnp.concatenate([cands, jnp.repeat(cands[:, -1:], parts * size - N, 1)], 1)
+    ev = jax.lax.map(lambda c: search.evaluate(params, problems, c),
+                     padded.reshape(S, parts, size, -1).swapaxes(0, 1))
+
+    def joined(a):  # [parts, S, size] -> [S, N]
+        return a.swapaxes(0, 1).reshape(S, parts * size)[:, :N]
+
+    return Evaluation(joined(ev.fitness), joined(ev.hit), ev.stop.any(0))
+
+
+def _evaluate(search: Search, params, s: Slots, cands, chunk: int, block: int):
     """``search.evaluate`` of the active slots' candidates ``[S, N, D]``, ``chunk`` slots
     per call, active slots first, calling only for chunks that hold an active slot
     (inactive slots get zeros: their results are discarded). ``chunk >= S``: one call
-    for every slot. Also returns the slots evaluated (int32)."""
+    for every slot. Each call takes at most ``block`` candidates per slot (``_call``).
+    Also returns the slots evaluated (int32)."""
     S = cands.shape[0]
     if chunk >= S:
-        return search.evaluate(params, s.problem, cands), jnp.int32(S)
+        return _call(search, params, s.problem, cands, block), jnp.int32(S)
     order = jnp.argsort(~s.active, stable=True).astype(jnp.int32)  # active slots first
     need = (s.active.sum(dtype=jnp.int32) + chunk - 1) // chunk
 
-    def call(idx):
-        return search.evaluate(params, jax.tree.map(lambda a: a[idx], s.problem), cands[idx])
+    def take(i):  # chunk i's slots and their problems (past the end: clamped, unused)
+        idx = jax.lax.dynamic_slice(order, (i * chunk,), (chunk,))
+        return idx, jax.tree.map(lambda a: a[idx], s.problem)
 
-    part = jax.eval_shape(call, order[:chunk])
+    part = jax.eval_shape(lambda: _call(search, params, take(0)[1], cands[:chunk], block))
     init = jax.tree.map(lambda a: jnp.zeros((S, *a.shape[1:]), a.dtype), part)
 
-    def body(i, ev):
-        idx = jax.lax.dynamic_slice(order, (i * chunk,), (chunk,))
-        return jax.tree.map(lambda full, new: full.at[idx].set(new), ev, call(idx))
+    # Each chunk's problems are gathered one iteration ahead, into the loop's carry: a
+    # gather fused into the evaluation's own gathers (the sparse forward's crops of the
+    # cached maps) made XLA:CPU's fusions of them several times slower (tiny, k = 3:
+    # 3,400 candidates/s instead of 4,400).
+    def body(i, carry):
+        ev, (idx, problem) = carry
+        new = _call(search, params, problem, cands[idx], block)
+        ev = jax.tree.map(lambda full, part: full.at[idx].set(part), ev, new)
+        return ev, take(i + 1)
 
-    return jax.lax.fori_loop(0, need, body, init), need * chunk
+    ev, _ = jax.lax.fori_loop(0, need, body, (init, take(0)))
+    return ev, need * chunk
 
 
-def _generation(search: Search, params, s: Slots, chunk: int) -> tuple[Slots, jax.Array]:
+def _generation(search: Search, params, s: Slots, chunk: int, block: int
+                ) -> tuple[Slots, jax.Array]:
     """One generation for every slot (inactive slots are left unchanged; their
     candidates are not evaluated where ``chunk`` is below the slot count). Also returns
     the slots evaluated."""
     strat = search.strategy
     keys = jax.vmap(jax.random.fold_in)(s.key, s.evaluated)
     cands, pending = jax.vmap(strat.ask)(keys, s.state, s.evaluated)  # [S, N, D]
-    ev, computed = _evaluate(search, params, s, cands, chunk)
+    ev, computed = _evaluate(search, params, s, cands, chunk, block)
     state = jax.vmap(strat.tell)(s.state, cands, pending, ev.fitness, s.evaluated)
 
     # Remember the best successful candidate ever evaluated.
@@ -148,7 +178,8 @@ def _generation(search: Search, params, s: Slots, chunk: int) -> tuple[Slots, ja
     return _select(s.active, new, s), computed
 
 
-def _evolve_local(search: Search, chunk: int, s: Slots, params, min_finished, max_steps):
+def _evolve_local(search: Search, chunk: int, block: int, s: Slots, params, min_finished,
+                  max_steps):
     """Run generations on this device's slots until ``min_finished`` of them finish, or
     for at most ``max_steps`` generations.
 
@@ -161,7 +192,7 @@ def _evolve_local(search: Search, chunk: int, s: Slots, params, min_finished, ma
         return (left > 0) & (start - left < min_finished) & (carry[1] < max_steps)
 
     def body(carry):
-        new, computed = _generation(search, params, carry[0], chunk)
+        new, computed = _generation(search, params, carry[0], chunk, block)
         return new, carry[1] + 1, carry[2] + computed
 
     s, _, computed = jax.lax.while_loop(cond, body, (s, jnp.int32(0), jnp.int32(0)))
@@ -185,11 +216,12 @@ def _select(mask, new, old):
 
 
 @memoize(8)
-def _programs(search: Search, mesh: Mesh, chunk: int):
+def _programs(search: Search, mesh: Mesh, chunk: int, block: int):
     """Jitted (evolve, load, view, fresh, place), cached so repeated runs do not
-    recompile; ``evolve`` evaluates ``chunk`` slots per call (``_evaluate``)."""
+    recompile; ``evolve`` evaluates ``chunk`` slots and at most ``block`` candidates of
+    each per call (``_evaluate``)."""
     shard = functools.partial(jax.shard_map, mesh=mesh, check_vma=False)
-    evolve = shard(functools.partial(_evolve_local, search, chunk),
+    evolve = shard(functools.partial(_evolve_local, search, chunk, block),
                    in_specs=(P(AXIS), P(), P(), P()), out_specs=(P(AXIS), P(AXIS)))
     load = shard(functools.partial(_load_local, search),
                  in_specs=(P(AXIS), P(), P(AXIS), P(AXIS), P(AXIS)), out_specs=P(AXIS))
@@ -217,16 +249,16 @@ MAX_STEPS = 2**31 - 1  # evolve's default: no limit on the generations per call
 _KEY_LOCKS: dict = registered({})
 
 
-def _compiled_evolve(search: Search, mesh: Mesh, chunk: int, slots, params):
+def _compiled_evolve(search: Search, mesh: Mesh, chunk: int, block: int, slots, params):
     """The evolve program for these slots, compiled once even when asked for from two
     threads at a time (the tail builds smaller engines on a background thread)."""
-    key = (search, mesh, slots.key.shape[0], chunk, _signature(slots), _signature(params))
+    key = (search, mesh, slots.key.shape[0], chunk, block, _signature(slots), _signature(params))
     with _LOCK:
         lock = _KEY_LOCKS.setdefault(key, threading.Lock())
     with lock:
         if key not in _EXECUTABLES:
             t0 = time.perf_counter()
-            exe = _programs(search, mesh, chunk)[0].lower(slots, params, jnp.int32(1),
+            exe = _programs(search, mesh, chunk, block)[0].lower(slots, params, jnp.int32(1),
                                                    jnp.int32(1)).compile()
             with _LOCK:
                 while len(_EXECUTABLES) >= MAX_EXECUTABLES:

@@ -79,7 +79,24 @@ class HitFromParams(StopAtEvaluator):
         return ev._replace(hit=candidates[..., 0] == params["hit_at"])
 
 
-def _run(search, problems, keys, devices=1, slots=2, refill=True, shrink=False, chunk=None):
+@dataclasses.dataclass(frozen=True)
+class SeenSizes:
+    """Distance to the goal, a hit (and a stop) within 150 of it; records the candidates
+    per slot of every traced call."""
+
+    seen: ClassVar[set] = set()
+
+    def prepare(self, params, problems):
+        return problems
+
+    def __call__(self, params, problems, candidates):
+        SeenSizes.seen.add(candidates.shape[1])
+        d = jnp.abs(candidates - problems.goal[:, None]).sum(-1)
+        return engine.Evaluation(d, d < 150, (d < 150).any(-1))
+
+
+def _run(search, problems, keys, devices=1, slots=2, refill=True, shrink=False, chunk=None,
+         block=None):
     out = {}
 
     def on_finished(rows, genes, found, generations, first_hit):
@@ -90,7 +107,7 @@ def _run(search, problems, keys, devices=1, slots=2, refill=True, shrink=False, 
 
     stats = engine.run(search, {"scale": jnp.float32(1.0)}, keys, problems, on_finished,
                        mesh=make_mesh(devices), num_slots=slots, refill=refill,
-                       shrink=shrink, chunk=chunk)
+                       shrink=shrink, chunk=chunk, block=block)
     return out, stats
 
 
@@ -240,6 +257,32 @@ def test_chunked_evaluation_skips_finished_problems_without_changing_any_result(
     # 2 slots per call: at most one idle slot per device and generation; a chunked
     # engine never moves its tail (it has nothing to save)
     assert useful <= two[1].computed <= useful + devices * 101 and two[1].resized == 0
+
+
+@pytest.mark.parametrize("chunk", [1, 8])
+def test_a_population_evaluated_in_blocks_gives_the_same_results(chunk):
+    """A population of 8 in calls of at most 3 candidates (3 + 3 + 2, the last padded):
+    every call sees 3 candidates, and every result (early stops included) is that of
+    whole populations, with slots evaluated one or all per call."""
+    n = 13
+    goals = np.random.default_rng(2).uniform(0, 4, (n, 5)).astype(np.float32)
+    keys = np.asarray(jax.random.split(jax.random.PRNGKey(0), n))
+    search = engine.Search(strategies.build("de", SPACE, 8, 5), SeenSizes())
+    SeenSizes.seen.clear()
+    whole, _ = _run(search, Goal(goals), keys, slots=8, chunk=chunk, block=8)
+    assert SeenSizes.seen == {8}
+    SeenSizes.seen.clear()
+    blocked, stats = _run(search, Goal(goals), keys, slots=8, chunk=chunk, block=3)
+    assert SeenSizes.seen == {3}
+    found = [f for _, f, _, _ in whole.values()]
+    assert blocked == whole and any(found) and not all(found)
+    assert stats.useful == sum(g + 1 for _, _, g, _ in whole.values())
+
+
+def test_default_block_splits_populations_only_on_cpu():
+    mesh = make_mesh(1)
+    assert engine.default_block(mesh, 400) == sizing.BLOCK_CANDIDATES["cpu"]
+    assert engine.default_block(mesh, 20) >= 20  # a small population in one call
 
 
 def test_default_chunk_holds_enough_candidates_and_divides_the_slots():
