@@ -28,12 +28,12 @@ AUTO_CANDIDATES_PER_ACCELERATOR = 32768
 CHUNK_CANDIDATES = {"cpu": 20}
 
 # The most candidates of one slot that one evaluation call takes; a larger population is
-# evaluated in equal parts of at most this many, one after the other. On XLA:CPU a
-# batch of 100 candidates runs faster per candidate than one of 400 (its maps stay in
-# the caches): 1.2-1.4x for tiny's sparse forward, 1.1x for VGG16's, 1.1x dense, level
-# for NiN's and All-CNN-C's at k = 1 (benchmarks/README.md). Platforms not named take a
-# whole population per call.
-BLOCK_CANDIDATES = {"cpu": 100}
+# evaluated in equal parts of at most this many, one after the other. On XLA:CPU the
+# paper's DE ran 1.05-1.30x faster in blocks of 50 than with its 400 candidates in one
+# call, for every zoo model at k = 1 and 3 (its maps stay in the caches;
+# benchmarks/blocks.py, benchmarks/README.md). Platforms not named take a whole
+# population per call.
+BLOCK_CANDIDATES = {"cpu": 50}
 
 
 def default_block(mesh: Mesh, population: int) -> int:
