@@ -44,11 +44,11 @@ def main(argv=None):
     mesh = make_mesh(1)
     blocks = [int(b) for b in args.blocks.split(",")]
     rows = []
+    x, y, _ = ja.data.load("sample", limit=1)
+    todo = problems.image_problems(x, y, np.arange(1), np.full(1, -1, np.int32))
+    keys = problems.keys(0, np.arange(1), np.full(1, -1))
     for model in args.models.split(","):
         clf = ja.models.load(model)
-        x, y, _ = ja.data.load("sample", limit=1)
-        todo = problems.image_problems(x, y, np.arange(1), np.full(1, -1, np.int32))
-        keys = problems.keys(0, np.arange(1), np.full(1, -1))
         for k in map(int, args.pixels.split(",")):
             for forward in args.forwards.split(","):
                 cfg = ja.AttackConfig(pixels=k, population=args.population, forward=forward,

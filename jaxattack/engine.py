@@ -153,7 +153,7 @@ class Engine:
 
 
 def _built(search: Search, params, mesh: Mesh, num_slots: int, template,
-           block: int | None) -> Engine:
+           block: int) -> Engine:
     """A fresh engine with its view program compiled too (what the tail moves into)."""
     other = Engine(search, params, mesh, num_slots, template, chunk=num_slots, block=block)
     jax.block_until_ready(other._view(other.slots))

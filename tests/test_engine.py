@@ -279,10 +279,12 @@ def test_a_population_evaluated_in_blocks_gives_the_same_results(chunk):
     assert stats.useful == sum(g + 1 for _, _, g, _ in whole.values())
 
 
-def test_default_block_splits_populations_only_on_cpu():
+def test_default_block_splits_populations_only_on_listed_platforms(monkeypatch):
     mesh = make_mesh(1)
     assert engine.default_block(mesh, 400) == sizing.BLOCK_CANDIDATES["cpu"]
     assert engine.default_block(mesh, 20) >= 20  # a small population in one call
+    monkeypatch.setattr(sizing, "BLOCK_CANDIDATES", {})  # a platform not listed
+    assert engine.default_block(mesh, 400) == 400  # the whole population per call
 
 
 def test_default_chunk_holds_enough_candidates_and_divides_the_slots():
