@@ -18,12 +18,17 @@ a lower bound on the true ceiling). Writes JSON + markdown.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+# What must match between the --runs files: they attacked the same images, same model.
+_SAME_IMAGES = ("model", "data", "images", "outside_sample")
 
 
 def main(argv=None):
@@ -37,12 +42,16 @@ def main(argv=None):
 
     import numpy as np
     from engine_overhead import machine
-    from strategies import SETTINGS, _images
+    from strategies import _config, _images
 
     import jaxattack as ja
 
     records = [json.loads(Path(p).read_text()) for p in args.runs]
     first = argparse.Namespace(**records[0]["args"])
+    for path, rec in zip(args.runs, records, strict=True):  # the same images, same model
+        differ = [a for a in _SAME_IMAGES if rec["args"].get(a) != getattr(first, a)]
+        if differ:
+            raise SystemExit(f"{path} differs from {args.runs[0]} in {', '.join(differ)}")
     rows = [r for rec in records for r in rec["rows"] if r["pixels"] == args.pixels]
     if not rows:
         raise SystemExit(f"no rows at k = {args.pixels} in {args.runs}")
@@ -56,9 +65,8 @@ def main(argv=None):
     found, probes, started = set(), [], time.time()
     for spec in args.probes.split(","):
         name, mode, budget, seed = spec.split(":")
-        pop, loss = SETTINGS[name]
-        cfg = ja.AttackConfig(pixels=args.pixels, population=pop, loss=loss, strategy=name,
-                              generations=int(budget) // pop - 1, mode=mode, seed=int(seed))
+        cfg = dataclasses.replace(_config(name, args.pixels, int(budget), x.shape[1:]),
+                                  mode=mode, seed=int(seed))
         r = ja.attack(clf, x[keep], y[keep], cfg, image_ids=ids[keep], progress=True)
         hit = {int(i) for i, s in zip(r.image_id, r.success, strict=True) if s}
         found |= hit
