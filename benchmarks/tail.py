@@ -132,19 +132,21 @@ def main(argv=None):
                             search=float(np.median([v["search"] for v in vs])))
               for variant, vs in warm.items()}
 
+    def warm_runs(strategy, variant):
+        return [r for r in rows if (r["strategy"], r["variant"], r["run"])
+                == (strategy, variant, "warm")]
+
     def rate(rs, time_key):  # all queries of these runs over all their seconds
         return sum(r["queries"] for r in rs) / sum(r[time_key] for r in rs)
 
     # Pooled over the warm rounds: a Sparse-RS run lasts ~10 s against DE's ~80 s, so
     # one round's ratio carries the VM's noise on 10 s; pooling weighs every second alike.
-    warm_de = [r for r in rows if r["strategy"] == "de" and r["variant"] == "default"
-               and r["run"] == "warm"]
-    pooled = {variant: dict(
-        wall=round(rate(rs, "seconds") / rate(warm_de, "seconds"), 3),
-        search=round(rate(rs, "search_seconds") / rate(warm_de, "search_seconds"), 3))
-        for variant in warm if warm_de
-        for rs in [[r for r in rows if r["strategy"] == "sparse-rs"
-                    and r["variant"] == variant and r["run"] == "warm"]]}
+    warm_de, pooled = warm_runs("de", "default"), {}
+    if warm_de:
+        for variant in warm:
+            rs = warm_runs("sparse-rs", variant)
+            pooled[variant] = {t: round(rate(rs, key) / rate(warm_de, key), 3) for t, key
+                               in (("wall", "seconds"), ("search", "search_seconds"))}
     md = (f"{args.model}, {len(x)} {args.data} images, k = {args.pixels}, untargeted, "
           f"through `attack()`; machine: {machine()}. queries/s divides by the attack's "
           "wall time (compiling, clean and verification passes included); search "
