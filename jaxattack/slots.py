@@ -114,6 +114,15 @@ def _call(search: Search, params, problems, cands, block: int) -> Evaluation:
     return Evaluation(joined(ev.fitness), joined(ev.hit), ev.stop.any(0))
 
 
+def _active_first(active) -> jax.Array:
+    """int32 ``[S]``: the slot indices, active slots first, each group in slot order (a
+    stable argsort of ``~active``, as a scatter: XLA:CPU's sort of 20 flags took 50 us)."""
+    a = active.astype(jnp.int32)
+    at = jnp.where(active, jnp.cumsum(a) - 1, a.sum() + jnp.cumsum(1 - a) - 1)
+    return jnp.zeros_like(a).at[at].set(jnp.arange(a.shape[0], dtype=jnp.int32),
+                                        unique_indices=True)
+
+
 def _evaluate(search: Search, params, s: Slots, cands, chunk: int, block: int):
     """``search.evaluate`` of the active slots' candidates ``[S, N, D]``, ``chunk`` slots
     per call, active slots first, calling only for chunks that hold an active slot
@@ -123,7 +132,7 @@ def _evaluate(search: Search, params, s: Slots, cands, chunk: int, block: int):
     S = cands.shape[0]
     if chunk >= S:
         return _call(search, params, s.problem, cands, block), jnp.int32(S)
-    order = jnp.argsort(~s.active, stable=True).astype(jnp.int32)  # active slots first
+    order = _active_first(s.active)
     need = (s.active.sum(dtype=jnp.int32) + chunk - 1) // chunk
 
     def take(i):  # chunk i's slots and their problems (past the end: clamped, unused)

@@ -287,6 +287,17 @@ def test_default_block_splits_populations_only_on_listed_platforms(monkeypatch):
     assert engine.default_block(mesh, 400) == 400  # the whole population per call
 
 
+def test_active_slots_first_in_slot_order():
+    """The chunked evaluation's order: a stable argsort of the inactive flags."""
+    from jaxattack.slots import _active_first
+    rng = np.random.default_rng(0)
+    for size in (1, 2, 5, 20, 33):
+        for share in (0.0, 0.3, 0.9, 1.0):
+            active = rng.random(size) < share
+            np.testing.assert_array_equal(_active_first(jnp.asarray(active)),
+                                          np.argsort(~active, kind="stable"))
+
+
 def test_default_chunk_holds_enough_candidates_and_divides_the_slots():
     mesh = make_mesh(1)
     assert engine.default_chunk(mesh, population=20, num_slots=20) == 1

@@ -11,7 +11,8 @@ import pytest
 import jaxattack as ja
 from jaxattack import codec, objective, strategies
 from jaxattack.codec import PixelSpace
-from jaxattack.strategies.sparse_rs import resample_fraction
+from jaxattack.strategies.learned_rs import sample_positions
+from jaxattack.strategies.sparse_rs import _ranks, resample_fraction
 from tests import toys
 
 
@@ -59,6 +60,37 @@ def test_sparse_rs_schedule_known_values():
          (0, 10, 11, 50, 51, 200, 201, 1000, 1001, 8000, 8001, 9999)]
     np.testing.assert_allclose(f, [0.3, 0.3, 0.15, 0.15, 0.075, 0.075, 0.06, 0.05, 0.0375,
                                    0.02, 0.015, 0.015], rtol=1e-6)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 10])
+def test_sparse_rs_ranks_equal_a_double_stable_argsort(k):
+    """The resampled pixels are picked by rank; the comparison ranks must be the double
+    stable argsort's, ties (in index order) included, so the searches do not change."""
+    u = jax.random.uniform(jax.random.key(k), (2000, k))
+    u = jnp.round(u * 3) / 3  # many ties
+    np.testing.assert_array_equal(_ranks(u), jnp.argsort(jnp.argsort(u, axis=-1,
+                                                                       stable=True), -1))
+
+
+def test_learned_rs_positions_follow_the_softmax_of_the_logits():
+    """Inverse-CDF draws against the known distribution (chi-square), the clipped
+    logits' extremes included, and against ``jax.random.categorical``'s frequencies."""
+    from scipy import stats
+    logits = jnp.array([8.0, -8.0, 0.0, 1.0, 2.0, -1.0, 3.0, 0.5] * 4)
+    p = np.asarray(jax.nn.softmax(logits), np.float64)
+    p /= p.sum()
+    n = 400_000
+    pos = np.asarray(sample_positions(jax.random.key(0), logits, (n // 40, 40)))
+    assert pos.dtype == np.int32 and pos.min() >= 0 and pos.max() < logits.shape[0]
+    counts = np.bincount(pos.ravel(), minlength=logits.shape[0])
+    big = p * n >= 5  # chi-square over the positions expected 5+ times, the rest pooled
+    obs = np.r_[counts[big], counts[~big].sum()]
+    exp = np.r_[p[big], p[~big].sum()] * n
+    assert stats.chisquare(obs, exp).pvalue > 1e-3
+    ref = np.bincount(np.asarray(jax.random.categorical(jax.random.key(1), logits, shape=(n,))),
+                      minlength=logits.shape[0])
+    table = np.stack([counts, ref])[:, counts + ref > 0]
+    assert stats.chi2_contingency(table).pvalue > 1e-3
 
 
 def test_margin_loss_known_values():

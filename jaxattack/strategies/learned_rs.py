@@ -36,6 +36,18 @@ def _param(default, help_text):
     return dataclasses.field(default=default, metadata={"help": help_text})
 
 
+def sample_positions(key, logits, shape) -> jax.Array:
+    """int32 ``shape``: positions drawn from ``softmax(logits)`` by the inverse of its
+    distribution function, one uniform number per draw. ``jax.random.categorical`` draws
+    Gumbel noise for every position of every draw (``H * W`` logarithms each): on
+    XLA:CPU that took 0.5 ms per slot and generation at population 20, k = 3 on 32 x 32
+    images, more than `tiny`'s sparse forward of the 20 candidates."""
+    cdf = jnp.cumsum(jax.nn.softmax(logits))
+    u = jax.random.uniform(key, shape) * cdf[-1]
+    pos = jnp.searchsorted(cdf, u, side="right", method="scan_unrolled")
+    return jnp.minimum(pos, logits.shape[0] - 1).astype(jnp.int32)
+
+
 @dataclasses.dataclass(frozen=True)
 class LearnedRSParams:
     p_init: float = _param(0.3, "initial share of the k pixels resampled per step "
@@ -82,7 +94,7 @@ class LearnedRS(Strategy):
         n, k, w, h = self.population, sp.pixels, sp.width, sp.height
         k_pos, k_uni, k_off, k_mix, k_col, k_pick = jax.random.split(key, 6)
         current = state.best.reshape(k, -1)
-        learned = jax.random.categorical(k_pos, state.logits, shape=(n, k))
+        learned = sample_positions(k_pos, state.logits, (n, k))
         uniform = jax.random.randint(k_uni, (n, k), 0, h * w)
         near = jnp.clip(jnp.floor(current[:, :2]).astype(jnp.int32)
                         + jax.random.randint(k_off, (n, k, 2), -1, 2), 0,
