@@ -12,7 +12,7 @@ from jaxattack.classifier import Classifier, predict
 from jaxattack.minimum_k import MinKResult, minimum_k
 from jaxattack.result import AttackResult
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 SUBMODULES = ("codec", "data", "de", "distributed", "engine", "evaluation", "models",
               "objective", "problems", "report", "robust", "sharding", "stats", "store",
               "strategies", "sweep", "train", "verify")
