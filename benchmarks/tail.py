@@ -3,14 +3,15 @@
     python benchmarks/tail.py --images 20 --pixels 3 --out benchmarks/results/tail_cpu
 
 The paper's DE (population 400, 100 generations) and Sparse-RS (population 20, up to 500
-generations, margin loss) on the same images, all in one run, Sparse-RS under three
+generations, margin loss) on the same images, all in one run (``--strategies`` may add
+``learned-rs``, the evaluation's first attack, with Sparse-RS's settings), Sparse-RS under three
 engine settings (``VARIANTS``: every slot every generation; whole engines with the tail
 moved to fewer slots, the accelerators' default; this platform's default, on XLA:CPU
 chunks of slots with finished ones skipped), DE under the default and with its population
 evaluated in one call instead of blocks (``unblocked``). Queries are what the problems were
 charged; queries/s divides them by the attack's wall time (compiling included), search
 queries/s by the engine's queue time; utilisation is useful slot-generations over
-computed ones. The results must be identical under every setting. Sparse-RS's
+computed ones. The results must be identical under every setting. Each other strategy's
 queries/s relative to DE are given per round, as the median of the warm rounds and
 pooled over them (all queries over all seconds: a Sparse-RS run is ~8x shorter
 than DE's, so a single round's ratio carries the machine's noise on a short run).
@@ -28,6 +29,7 @@ from pathlib import Path
 SETTINGS = {  # name: (strategy, population, generations, loss)
     "de": ("de", 400, 100, "prob"),
     "sparse-rs": ("sparse-rs", 20, 500, "margin"),
+    "learned-rs": ("learned-rs", 20, 500, "margin"),  # the evaluation's first attack
 }
 WHOLE = 2**30  # a chunk (block) larger than any engine (population): one call for all
 VARIANTS = {  # name: engine.run's (chunk, shrink, block)
@@ -120,11 +122,11 @@ def main(argv=None):
               f"{r['queries']:,} | {r['seconds']:.1f} ({r['build_seconds']:.1f}) | "
               f"{r['queries_per_s']:,.0f} | {r['search_queries_per_s']:,.0f} | "
               f"{r['utilisation']:.1%} | {r['resized']} |" for r in rows]
-    ratio = {f"{r['variant']}, round {r['round']} ({r['run']})": dict(
+    ratio = {f"{r['strategy']} {r['variant']}, round {r['round']} ({r['run']})": dict(
         wall=round(r["queries_per_s"] / de[r["round"]]["queries_per_s"], 3),
         search=round(r["search_queries_per_s"] / de[r["round"]]["search_queries_per_s"], 3))
-        for r in rows if r["strategy"] == "sparse-rs" and r["round"] in de}
-    warm = {}
+        for r in rows if r["strategy"] != "de" and r["round"] in de}
+    warm = {}  # "strategy variant" -> its warm rounds' ratios
     for key, v in ratio.items():
         if "(warm)" in key:
             warm.setdefault(key.split(",")[0], []).append(v)
@@ -143,16 +145,16 @@ def main(argv=None):
     # one round's ratio carries the VM's noise on 10 s; pooling weighs every second alike.
     warm_de, pooled = warm_runs("de", "default"), {}
     if warm_de:
-        for variant in warm:
-            rs = warm_runs("sparse-rs", variant)
-            pooled[variant] = {t: round(rate(rs, key) / rate(warm_de, key), 3) for t, key
-                               in (("wall", "seconds"), ("search", "search_seconds"))}
+        for name in warm:
+            rs = warm_runs(*name.split(" "))
+            pooled[name] = {t: round(rate(rs, key) / rate(warm_de, key), 3) for t, key
+                            in (("wall", "seconds"), ("search", "search_seconds"))}
     md = (f"{args.model}, {len(x)} {args.data} images, k = {args.pixels}, untargeted, "
           f"through `attack()`; machine: {machine()}. queries/s divides by the attack's "
           "wall time (compiling, clean and verification passes included); search "
           "queries/s by the engine's queue time only (its first build excluded). cold: the "
           "first run of a setting in the process; warm: a rerun with its programs compiled.\n\n"
-          + "\n".join(lines) + "\n\nSparse-RS queries/s relative to DE (wall, search): " +
+          + "\n".join(lines) + "\n\nqueries/s relative to DE (wall, search): " +
           ", ".join(f"{v['wall']:.2f}x, {v['search']:.2f}x ({k})" for k, v in ratio.items())
           + " (each against DE's default run of the same round)"
           + "".join(f"; median of the warm rounds ({k}): {v['wall']:.2f}x, {v['search']:.2f}x"
@@ -165,9 +167,8 @@ def main(argv=None):
         out.parent.mkdir(parents=True, exist_ok=True)
         out.with_suffix(".json").write_text(json.dumps(
             {"rows": rows, "machine": machine(), "images": len(x), "pixels": args.pixels,
-             "model": args.model, "sparse_rs_over_de": ratio,
-             "sparse_rs_over_de_warm_median": median,
-             "sparse_rs_over_de_warm_pooled": pooled}, indent=1) + "\n")
+             "model": args.model, "over_de": ratio, "over_de_warm_median": median,
+             "over_de_warm_pooled": pooled}, indent=1) + "\n")
         out.with_suffix(".md").write_text(md)
 
 
