@@ -31,7 +31,8 @@ def test_gpu_run_smoke_writes_every_result(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([
         "log.txt", "throughput.json", "throughput.md", "tiny_10k.json", "repro.json",
         "allcnn_1k.json", "paper_table.json", "paper_table.md"])
-    assert "Sparse-RS queries/s relative to DE" in log  # the tail step's table
+    # the tail step's table, with Sparse-RS's ratio to DE
+    assert "queries/s relative to DE" in log and "(sparse-rs default, round 0" in log
     repro = json.loads((tmp_path / "repro.json").read_text())
     assert repro["slots"] == [1, 4] and repro["identical"] is True  # on CPU, bit for bit
     for name, model, images in (("tiny_10k", "tiny", 4), ("allcnn_1k", "allcnn", 2)):
