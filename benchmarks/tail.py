@@ -113,7 +113,6 @@ def main(argv=None):
                          fooled=int(res.success.sum()),
                          clean_correct=int(res.clean_correct.sum())))
         print(json.dumps(rows[-1]), flush=True)
-    de = {r["round"]: r for r in rows if r["strategy"] == "de" and r["variant"] == "default"}
     lines = ["| strategy | population x generations | engine | round | fooled | queries | "
              "s (build) | queries/s | search queries/s | utilisation | resized |",
              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -122,33 +121,7 @@ def main(argv=None):
               f"{r['queries']:,} | {r['seconds']:.1f} ({r['build_seconds']:.1f}) | "
               f"{r['queries_per_s']:,.0f} | {r['search_queries_per_s']:,.0f} | "
               f"{r['utilisation']:.1%} | {r['resized']} |" for r in rows]
-    ratio = {f"{r['strategy']} {r['variant']}, round {r['round']} ({r['run']})": dict(
-        wall=round(r["queries_per_s"] / de[r["round"]]["queries_per_s"], 3),
-        search=round(r["search_queries_per_s"] / de[r["round"]]["search_queries_per_s"], 3))
-        for r in rows if r["strategy"] != "de" and r["round"] in de}
-    warm = {}  # "strategy variant" -> its warm rounds' ratios
-    for key, v in ratio.items():
-        if "(warm)" in key:
-            warm.setdefault(key.split(",")[0], []).append(v)
-    median = {variant: dict(wall=float(np.median([v["wall"] for v in vs])),
-                            search=float(np.median([v["search"] for v in vs])))
-              for variant, vs in warm.items()}
-
-    def warm_runs(strategy, variant):
-        return [r for r in rows if (r["strategy"], r["variant"], r["run"])
-                == (strategy, variant, "warm")]
-
-    def rate(rs, time_key):  # all queries of these runs over all their seconds
-        return sum(r["queries"] for r in rs) / sum(r[time_key] for r in rs)
-
-    # Pooled over the warm rounds: a Sparse-RS run lasts ~10 s against DE's ~80 s, so
-    # one round's ratio carries the VM's noise on 10 s; pooling weighs every second alike.
-    warm_de, pooled = warm_runs("de", "default"), {}
-    if warm_de:
-        for name in warm:
-            rs = warm_runs(*name.split(" "))
-            pooled[name] = {t: round(rate(rs, key) / rate(warm_de, key), 3) for t, key
-                            in (("wall", "seconds"), ("search", "search_seconds"))}
+    ratio, median, pooled = summarise(rows)
     md = (f"{args.model}, {len(x)} {args.data} images, k = {args.pixels}, untargeted, "
           f"through `attack()`; machine: {machine()}. queries/s divides by the attack's "
           "wall time (compiling, clean and verification passes included); search "
@@ -170,6 +143,40 @@ def main(argv=None):
              "model": args.model, "over_de": ratio, "over_de_warm_median": median,
              "over_de_warm_pooled": pooled}, indent=1) + "\n")
         out.with_suffix(".md").write_text(md)
+
+
+def summarise(rows):
+    """Each other strategy's queries/s relative to DE's default run (wall, search): per
+    run of a round DE ran, and per (strategy, variant) as the median of the warm rounds
+    and pooled over them (all their queries over all their seconds: a Sparse-RS run
+    lasts ~10 s against DE's ~80 s, so one round's ratio carries the VM's noise on 10 s;
+    pooling weighs every second alike)."""
+    import numpy as np
+
+    de = {r["round"]: r for r in rows if r["strategy"] == "de" and r["variant"] == "default"}
+
+    def over_de(r):
+        d = de[r["round"]]
+        return dict(wall=round(r["queries_per_s"] / d["queries_per_s"], 3),
+                    search=round(r["search_queries_per_s"] / d["search_queries_per_s"], 3))
+
+    def rate(rs, time_key):  # all queries of these runs over all their seconds
+        return sum(r["queries"] for r in rs) / sum(r[time_key] for r in rs)
+
+    others = [r for r in rows if r["strategy"] != "de" and r["round"] in de]
+    ratio = {f"{r['strategy']} {r['variant']}, round {r['round']} ({r['run']})": over_de(r)
+             for r in others}
+    warm = {}  # "strategy variant" -> its warm runs
+    for r in others:
+        if r["run"] == "warm":
+            warm.setdefault(f"{r['strategy']} {r['variant']}", []).append(r)
+    median = {name: {t: float(np.median([over_de(r)[t] for r in rs])) for t in ("wall", "search")}
+              for name, rs in warm.items()}
+    warm_de = [r for r in de.values() if r["run"] == "warm"]
+    pooled = {name: {t: round(rate(rs, key) / rate(warm_de, key), 3) for t, key
+                     in (("wall", "seconds"), ("search", "search_seconds"))}
+              for name, rs in warm.items()} if warm_de else {}
+    return ratio, median, pooled
 
 
 if __name__ == "__main__":
