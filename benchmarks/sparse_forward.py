@@ -1,16 +1,20 @@
-"""Dense vs sparse forward: candidates/s per zoo model and k, measured side by side.
+"""Dense vs sparse forward: candidates/s per model and k, measured side by side.
 
     python benchmarks/sparse_forward.py --models tiny,allcnn --pixels 1,3,5
-    python benchmarks/sparse_forward.py --attack   # also a whole 20-image attack each way
+    python benchmarks/sparse_forward.py --models tests/fixtures/mixed.onnx,lite.onnx
+    python benchmarks/sparse_forward.py --attack-images 20   # also a whole attack each way
 
-Each row times the same batch (``--problems`` images x ``--candidates`` random
-candidates each) through paint + the classifier's own forward and through
-the sparse plan (caches prepared once, outside the timing), alternating the two, and
-checks that they agree. A third column times the declared layers all dense (the sparse
-pass's dense part, with im2col convolutions where they are faster on the CPU), which
-separates that effect from the sparsity; a fourth the plan with every window computed
-from a crop (``delta=False``, its own best handover), which separates the delta form's
-gain. Results name the machine.
+``--models`` takes zoo names and model files (``models.from_file``; a file listed in
+``tests/fixtures/manifest.json`` gets its conventions from there, any other
+``input_scale=1``); images are the built-in sample for 32 x 32 models and random
+otherwise. Each row times the same batch (``--problems`` images x ``--candidates``
+random candidates each) through paint + the classifier's own forward and through the
+sparse plan (caches prepared once, outside the timing), alternating the two, and checks
+that they agree. Another column times the plan with every window computed from a crop
+(``delta=False``, its own best handover), which separates the delta form's gain; the
+last ones are what ``forward="auto"`` chose on this machine, with the two times it
+measured on the engine's call size (``evaluation.auto_choice``). Results name the
+machine.
 """
 
 from __future__ import annotations
@@ -25,9 +29,28 @@ import jax.numpy as jnp
 import numpy as np
 from engine_overhead import machine  # the benchmarks' one machine line
 
-from jaxattack import codec, data, models, slots, sparse
-from jaxattack.sparse.layers import compile_graph
-from jaxattack.sparse.layers import dense as dense_part
+from jaxattack import codec, data, evaluation, models, slots, sparse
+
+MANIFEST = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "manifest.json"
+
+
+def load(spec: str):
+    """A zoo model by name, or a model file (conventions from the fixture manifest)."""
+    if spec in models.ARCHITECTURES:
+        return models.load(spec)
+    conventions = {"input_scale": 1}
+    if MANIFEST.exists():
+        known = json.loads(MANIFEST.read_text()).get("sparse", {}).get(Path(spec).name, {})
+        conventions.update({k: v for k, v in known.items() if k in ("mean", "std",
+                                                                   "input_scale")})
+    return models.from_file(spec, **conventions)
+
+
+def images_for(clf, n: int):
+    shape = clf.input_shape or (32, 32, 3)
+    if shape == (32, 32, 3):
+        return data.load("sample", limit=n)[0]
+    return np.random.default_rng(0).integers(0, 256, (n, *shape), dtype=np.uint8)
 
 
 def timed(fns, reps: int) -> list[float]:
@@ -44,8 +67,8 @@ def timed(fns, reps: int) -> list[float]:
     return [float(b) for b in best]
 
 
-def row(name, k, images, candidates, reps, handover=None):
-    clf = models.load(name)
+def row(clf, k, images, candidates, reps, handover=None):
+    name = clf.name
     shape = images.shape[1:]
     plan = sparse.plan(clf, k, shape, handover=handover, gain=0)  # measured even where
     auto = sparse.plan(clf, k, shape) is not None  # forward="auto" would run dense
@@ -62,7 +85,10 @@ def row(name, k, images, candidates, reps, handover=None):
         painted = jax.vmap(jax.vmap(codec.paint, (None, 0)), (0, 0))(imgs, px)
         return clf.probs(params, painted.reshape(-1, *shape)).reshape(s, candidates, -1)
 
-    out = {"model": name, "k": k, "batch": s * candidates, "auto": "sparse" if auto else "dense"}
+    out = {"model": name, "k": k, "batch": s * candidates,
+           "modelled_auto": "sparse" if auto else "dense"}
+    choice = evaluation.auto_choice(clf, codec.PixelSpace(k, *shape), 400)
+    out.update(auto=choice.forward, auto_dense_s=choice.dense_s, auto_sparse_s=choice.sparse_s)
     if plan is None:
         out["dense_s"] = timed([lambda: dense(clf.params, imgs, px)], reps)[0]
         out.update(sparse_s=None, speedup=None, note=sparse.why_not(clf, k, shape))
@@ -74,15 +100,8 @@ def row(name, k, images, candidates, reps, handover=None):
     plain = sparse.plan(clf, k, shape, gain=0, delta=False)
     plain_caches = jax.jit(jax.vmap(plain.prepare, (None, 0)))(clf.params, imgs)
     plain_fn = jax.jit(plain.probs)
-    @jax.jit
-    def declared(params, imgs, px):  # the declared layers, all dense (im2col where faster)
-        painted = jax.vmap(jax.vmap(codec.paint, (None, 0)), (0, 0))(imgs, px)
-        nodes, head = compile_graph(clf.layers(params), shape)
-        return dense_part(nodes, head, painted.reshape(-1, *shape))
-
-    out["dense_s"], out["sparse_s"], out["declared_dense_s"], out["windows_only_s"] = timed(
+    out["dense_s"], out["sparse_s"], out["windows_only_s"] = timed(
         [lambda: dense(clf.params, imgs, px), lambda: fn(clf.params, caches, px),
-         lambda: declared(clf.params, imgs, px),
          lambda: plain_fn(clf.params, plain_caches, px)], reps)
     out.update(speedup=out["dense_s"] / out["sparse_s"], modelled=plan.speedup,
                handover=plan.handover, deltas=list(plan.deltas), max_abs_err=err,
@@ -90,13 +109,12 @@ def row(name, k, images, candidates, reps, handover=None):
     return out
 
 
-def attack_row(name, k, images, labels, generations, population):
+def attack_row(clf, k, images, labels, generations, population):
     """A whole attack (the paper's DE, untargeted) each way: seconds (without the
     engine's measured compile time, reported apart) and queries/s."""
     import jaxattack as ja
 
-    clf = models.load(name)
-    out = {"model": name, "k": k, "images": len(images), "population": population,
+    out = {"model": clf.name, "k": k, "images": len(images), "population": population,
            "generations": generations}
     results = {}
     for forward in ("dense", "sparse"):
@@ -132,20 +150,22 @@ def write(out, rows, attacks, args) -> dict:
     Path(out + ".json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"Machine: {result['machine']}", "",
              "| model | k | batch | dense ms | sparse ms | speed-up | modelled | handover "
-             "| delta nodes | windows only ms | declared dense ms | auto runs | err |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---:|"]
+             "| delta nodes | windows only ms | err | auto runs | auto's dense ms | auto's "
+             "sparse ms |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---:|---:|"]
     for r in rows:
         sp = "—" if r["sparse_s"] is None else f"{1e3 * r['sparse_s']:.1f}"
         su = "—" if r["speedup"] is None else f"{r['speedup']:.2f}x"
         mo = f"{r['modelled']:.2f}x" if r.get("modelled") else "—"
         er = f"{r['max_abs_err']:.1e}" if r.get("max_abs_err") is not None else "—"
-        dd = f"{1e3 * r['declared_dense_s']:.1f}" if r.get("declared_dense_s") else "—"
+        ad = f"{1e3 * r['auto_dense_s']:.1f}" if r.get("auto_dense_s") else "—"
+        asp = f"{1e3 * r['auto_sparse_s']:.1f}" if r.get("auto_sparse_s") else "—"
         wo = (f"{1e3 * r['windows_only_s']:.1f} (node {r['windows_only_handover']})"
               if r.get("windows_only_s") else "—")
         de = ",".join(map(str, r.get("deltas", []))) or "—"
         lines.append(f"| {r['model']} | {r['k']} | {r['batch']} | "
                      f"{1e3 * r['dense_s']:.1f} | {sp} | {su} | {mo} | {r.get('handover', '—')} "
-                     f"| {de} | {wo} | {dd} | {r.get('auto', '—')} | {er} |")
+                     f"| {de} | {wo} | {er} | {r.get('auto', '—')} | {ad} | {asp} |")
     if attacks:
         lines += ["", "| model | k | images | budget | dense s | sparse s | speed-up "
                   "| dense q/s | sparse q/s | fooled (dense/sparse) | identical |",
@@ -178,30 +198,31 @@ def main(argv=None):
     ap.add_argument("--attack-population", type=int, default=400)
     ap.add_argument("--out", default=None, help="write JSON + markdown here (stem)")
     args = ap.parse_args(argv)
-    images = data.load("sample", limit=args.problems)[0]
     rows, attacks = [], []
-    for name in args.models.split(","):
+    for spec in args.models.split(","):
+        clf = load(spec)
+        images = images_for(clf, args.problems)
         for k in map(int, args.pixels.split(",")):
             if args.handovers:
-                clf = models.load(name)
                 p = sparse.plan(clf, k, images.shape[1:], gain=0)  # also where auto is dense
                 for h in sorted(p.costs) if p else []:
                     if h:
-                        r = row(name, k, images, args.candidates, args.reps, handover=h)
+                        r = row(clf, k, images, args.candidates, args.reps, handover=h)
                         r["model_cost"] = p.costs[h] / p.costs[0]
                         rows.append(r)
                         print(json.dumps(r), flush=True)
                         write(args.out, rows, attacks, args)
                 continue
-            r = row(name, k, images, args.candidates, args.reps)
+            r = row(clf, k, images, args.candidates, args.reps)
             rows.append(r)
             print(json.dumps(r), flush=True)
             write(args.out, rows, attacks, args)
     if args.attack_images:
         x, y = data.load("sample", limit=args.attack_images)[:2]
-        for name in args.attack_models.split(","):
+        for spec in args.attack_models.split(","):
+            clf = load(spec)
             for k in map(int, args.attack_pixels.split(",")):
-                r = attack_row(name, k, x, y, args.attack_generations, args.attack_population)
+                r = attack_row(clf, k, x, y, args.attack_generations, args.attack_population)
                 attacks.append(r)
                 print(json.dumps(r), flush=True)
                 write(args.out, rows, attacks, args)

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxattack import convs
 from jaxattack.caches import memoize
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
@@ -33,9 +34,12 @@ class Classifier:
       input_shape: optional ``(H, W, C)`` the model expects; checked by the attack.
       class_names: optional names, index-aligned with the outputs.
       name: a label for reports.
-      layers: optional ``layers(params) -> sequence of layers``: the network as the
-        sparse forward pass sees it (``jaxattack.sparse``); ``models.from_module`` sets
-        it for a module that declares its layers. None: the dense forward only.
+      lower: compute the model's convolutions in their fast forms for the platform
+        (``jaxattack.convs``: depthwise, grouped and 1x1 convolutions on XLA:CPU); the
+        results equal XLA's to float rounding. False: ``apply_fn`` exactly as it is.
+
+    The sparse forward reads the network from ``apply_fn``'s jaxpr (``jaxattack.sparse``):
+    nothing else describes it.
     """
 
     apply_fn: ApplyFn
@@ -45,7 +49,7 @@ class Classifier:
     input_shape: tuple[int, int, int] | None = None
     class_names: tuple[str, ...] | None = None
     name: str = "classifier"
-    layers: Callable[[Any], Any] | None = None
+    lower: bool = True
 
     def __post_init__(self):
         if not callable(self.apply_fn):
@@ -60,6 +64,17 @@ class Classifier:
             raise ValueError(
                 f"class_names has {len(self.class_names)} names for {self.num_classes} classes"
             )
+        fn = convs.lowered(self.apply_fn) if self.lower else self.apply_fn
+        object.__setattr__(self, "_forward", fn)
+
+    def __repr__(self) -> str:
+        leaves = jax.tree.leaves(self.params)
+        count = sum(int(np.prod(np.shape(a))) for a in leaves)
+        size = sum(int(np.prod(np.shape(a))) * np.dtype(getattr(a, "dtype", np.float32)
+                                                          ).itemsize for a in leaves)
+        shape = "x".join(map(str, self.input_shape)) if self.input_shape else "any size"
+        return (f"Classifier({self.name!r}, input {shape}, {self.num_classes} classes, "
+                f"{self.outputs}, {count:,} parameters, {_mib(size)})")
 
     @classmethod
     def from_logits(cls, apply_fn: ApplyFn, params: Any, num_classes: int, **kw) -> Classifier:
@@ -68,7 +83,7 @@ class Classifier:
 
     def probs(self, params: Any, images: jax.Array) -> jax.Array:
         """Class probabilities (float32) for uint8 NHWC ``images``. Pure; jit-friendly."""
-        out = self.apply_fn(params, images).astype(jnp.float32)
+        out = self._forward(params, images).astype(jnp.float32)
         return jax.nn.softmax(out, axis=-1) if self.outputs == "logits" else out
 
     def __call__(self, images: jax.Array) -> jax.Array:
@@ -77,6 +92,10 @@ class Classifier:
 
     def replace(self, **changes) -> Classifier:
         return dataclasses.replace(self, **changes)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
 
 
 PREDICT_CHUNK = 256

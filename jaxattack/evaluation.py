@@ -4,19 +4,21 @@ This is the engine's evaluation function for attacks (``engine.Evaluator``).
 ``DenseEvaluator`` runs a dense forward pass of the whole painted image per candidate;
 ``SparseEvaluator`` caches each problem's clean activations when it is loaded and
 recomputes only what the k pixels reach (``jaxattack.sparse``). ``evaluator()`` picks
-one for ``AttackConfig.forward``.
+one for ``AttackConfig.forward``; ``"auto"`` times both (``auto_choice``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
+import warnings
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxattack import codec, objective, sparse
+from jaxattack import codec, objective, sizing, sparse
 from jaxattack.caches import memoize
 from jaxattack.classifier import Classifier
 from jaxattack.engine import Evaluation
@@ -95,13 +97,33 @@ class SparseEvaluator(DenseEvaluator):
 
 FORWARDS = ("auto", "dense", "sparse")
 
+# forward="auto" times the sparse forward against the dense one where the cost model
+# expects at least this speed-up (a pre-filter: its error was about 15 % on XLA:CPU,
+# and it was not fitted on other platforms).
+AUTO_PREFILTER = 0.75
+# The most candidates one timing call evaluates (an accelerator's engine may hold more).
+AUTO_TIMING_CANDIDATES = 4096
+
+
+class Choice(NamedTuple):
+    """What ``forward="auto"`` chose for a (model, k, image shape, platform), and the
+    seconds each forward took on one batch of the engine's call size."""
+
+    forward: str
+    dense_s: float | None
+    sparse_s: float | None
+    modelled: float | None  # the cost model's speed-up
+    reason: str | None = None  # why there is no sparse plan, if there is none
+
 
 def evaluator(classifier: Classifier, space: codec.PixelSpace, loss: str = "prob",
               early_stop: str = "success", forward: str = "auto",
               population: int = 1) -> DenseEvaluator:
     """The evaluator for ``forward``: "dense"; "sparse" (an error naming the reason where
-    the model has no sparse plan); "auto": sparse where its plan is modelled to be
-    faster, else dense (saying why once, where the model's layers are not supported)."""
+    the model has no sparse plan); "auto": the faster of the two, timed on one batch the
+    first time a (model, k, image shape, platform) is seen (``auto_choice``), where the
+    model has a sparse plan that the cost model does not rule out; dense otherwise (saying
+    why once, where the model has no plan)."""
     if forward not in FORWARDS:
         raise ValueError(f"forward must be one of {FORWARDS}, got {forward!r}")
     shape = (space.height, space.width, space.channels)
@@ -112,10 +134,70 @@ def evaluator(classifier: Classifier, space: codec.PixelSpace, loss: str = "prob
             raise ValueError(f"forward='sparse' is not available for {classifier.name}: "
                              f"{sparse.why_not(classifier, space.pixels, shape)}")
     elif forward == "auto":
-        plan = sparse.plan(classifier, space.pixels, shape, warn=True)
+        choice = auto_choice(classifier, space, population, loss, early_stop)
+        if choice.reason is not None:
+            _warn_once(classifier, choice.reason)
+        if choice.forward == "sparse":
+            plan = sparse.plan(classifier, space.pixels, shape, gain=0.0)
     if plan is None:
         return DenseEvaluator(classifier, space, loss, early_stop)
     return SparseEvaluator(classifier, space, loss, early_stop, plan, population)
+
+
+@memoize(32)
+def _warn_once(classifier, reason):
+    warnings.warn(f"forward='auto' runs dense for {classifier.name}: {reason}", stacklevel=4)
+
+
+def auto_choice(classifier: Classifier, space: codec.PixelSpace, population: int = 1,
+                loss: str = "prob", early_stop: str = "success") -> Choice:
+    """``forward="auto"``'s choice for ``classifier`` on ``space`` (cached per process)."""
+    return _choice(classifier, space, population, loss, early_stop, jax.default_backend())
+
+
+def timing_batch(platform: str, population: int) -> tuple[int, int]:
+    """(slots, candidates per slot) of one evaluation call of the engine on ``platform``
+    (``sizing``'s chunks and blocks; an accelerator's whole engine, at most
+    ``AUTO_TIMING_CANDIDATES``)."""
+    block = sizing.BLOCK_CANDIDATES.get(platform, population)
+    per = min(block, population)
+    want = sizing.CHUNK_CANDIDATES.get(platform)
+    if want is None:
+        return max(1, min(sizing.AUTO_CANDIDATES_PER_ACCELERATOR,
+                          AUTO_TIMING_CANDIDATES) // population), per
+    return max(1, -(-want // population)), per
+
+
+@memoize(64)
+def _choice(classifier, space, population, loss, early_stop, platform) -> Choice:
+    shape = (space.height, space.width, space.channels)
+    if sparse.plan(classifier, space.pixels, shape, gain=0.0) is None:
+        return Choice("dense", None, None, None,
+                      sparse.why_not(classifier, space.pixels, shape))
+    plan = sparse.plan(classifier, space.pixels, shape, gain=0.0)
+    if plan.speedup < AUTO_PREFILTER:
+        return Choice("dense", None, None, plan.speedup)
+    slots, per = timing_batch(platform, population)
+    rng = np.random.default_rng(0)
+    lo, hi = space.bounds()
+    genes = jnp.asarray(rng.uniform(lo, hi, (slots, per, space.dims)), jnp.float32)
+    problems = ImageProblem(
+        jnp.asarray(rng.integers(0, 256, (slots, *shape)), jnp.uint8),
+        jnp.zeros(slots, jnp.int32), jnp.full(slots, -1, jnp.int32))
+    times = {}
+    for ev in (DenseEvaluator(classifier, space, loss, early_stop),
+               SparseEvaluator(classifier, space, loss, early_stop, plan, population)):
+        prepared = jax.jit(ev.prepare)(classifier.params, problems)
+        fn = jax.jit(ev.__call__)
+        jax.block_until_ready(fn(classifier.params, prepared, genes))
+        best = np.inf
+        for _ in range(3):
+            t = time.perf_counter()
+            jax.block_until_ready(fn(classifier.params, prepared, genes))
+            best = min(best, time.perf_counter() - t)
+        times[ev.forward] = float(best)
+    faster = "sparse" if times["sparse"] < times["dense"] else "dense"
+    return Choice(faster, times["dense"], times["sparse"], plan.speedup)
 
 
 def _sizes(jaxpr, out: list[int]) -> list[int]:

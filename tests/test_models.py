@@ -45,25 +45,6 @@ def test_architecture_params_and_batch_independence(name):
     np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("size,cin,cout", [(2, 64, 32), (4, 8, 16), (1, 16, 16)])
-def test_shifted_matmul_conv_matches_lax(size, cin, cout):
-    x = jax.random.normal(jax.random.key(0), (3, size, size, cin))
-    k = jax.random.normal(jax.random.key(1), (3, 3, cin, cout))
-    want = jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    got = layers.shifted_matmul_conv(x, k, (1, 1), "SAME")
-    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
-
-
-def test_shifted_matmul_conv_falls_back_for_strides():
-    x = jax.random.normal(jax.random.key(0), (2, 4, 4, 3))
-    k = jax.random.normal(jax.random.key(1), (3, 3, 3, 5))
-    dn = ("NHWC", "HWIO", "NHWC")
-    want = jax.lax.conv_general_dilated(x, k, (2, 2), "SAME", dimension_numbers=dn)
-    got = layers.shifted_matmul_conv(x, k, (2, 2), "SAME", dimension_numbers=dn)
-    np.testing.assert_allclose(got, want, rtol=1e-6)
-
-
 def test_reshape_pools_match_reduce_window():
     x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
     want = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")

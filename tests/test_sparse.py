@@ -1,5 +1,6 @@
-"""The sparse forward pass (issue 16): exact against the dense forward, its receptive
-field cones against hand-computed ones, the dense fallback, and the attack unchanged.
+"""The sparse forward pass (issues 16, 32): the graph read from each model's jaxpr, exact
+against the dense forward, its receptive field cones against hand-computed ones, the
+dense fallback, and the attack unchanged.
 
 Every probability check compares ``plan.probs`` with the classifier's own dense forward
 of the painted images (painted on the host by ``codec.paint_numpy``), so a wrong window,
@@ -23,7 +24,6 @@ import jaxattack as ja
 from jaxattack import codec, data, evaluation, models, sparse, sweep
 from jaxattack.classifier import predict
 from jaxattack.sparse import geometry
-from jaxattack.sparse.layers import compile_graph
 from tests import toys
 
 ZOO = ("tiny", "resnet20", "allcnn", "nin", "vgg16")
@@ -98,7 +98,7 @@ def dense_probs(clf, images, pixels):
     return np.asarray(_dense_fn(clf)(clf.params, jnp.asarray(painted))).reshape(s, n, -1)
 
 
-def assert_exact(clf, plan, images, pixels, tol=TOL32):
+def assert_exact(clf, plan, images, pixels, tol=TOL32, moved_at_least=1e-3):
     got = sparse_probs(clf, plan, images, pixels)
     ref = dense_probs(clf, images, pixels)
     assert got.shape == ref.shape == (*pixels.shape[:2], clf.num_classes)
@@ -107,7 +107,7 @@ def assert_exact(clf, plan, images, pixels, tol=TOL32):
     # not vacuous: the pixels do move the probabilities, by more than the tolerance
     clean = np.asarray(_dense_fn(clf)(clf.params, jnp.asarray(images)))
     moved = np.abs(ref - clean[:, None]).max()
-    assert moved > max(1e-3, 2 * tol), moved
+    assert moved > max(moved_at_least, 2 * tol), moved
     return err.max()
 
 
@@ -126,14 +126,13 @@ MEAN, STD = (120.0, 115.0, 100.0), (60.0, 62.0, 65.0)
 class PaperNet(nnx.Module):
     """Normalize | 3x3 SAME conv, ReLU | 2x2 max pool | 3x3 stride-2 SAME conv | head."""
 
-    def __init__(self, num_classes=4, seed=0, wrong=None):
+    def __init__(self, num_classes=4, seed=0):
         rngs = nnx.Rngs(seed)
         self.conv1 = nnx.Conv(3, 6, (3, 3), padding="SAME", kernel_init=init(seed),
                               rngs=rngs)
         self.conv2 = nnx.Conv(6, 8, (3, 3), strides=2, padding="SAME",
                               kernel_init=init(seed + 1), rngs=rngs)
         self.head = nnx.Linear(8, num_classes, kernel_init=init(seed + 2), rngs=rngs)
-        self.wrong = wrong  # None, "relu": declares a ReLU it does not apply
 
     def features(self, images):
         x = (images.astype(jnp.float32) - jnp.asarray(MEAN)) / jnp.asarray(STD)
@@ -145,12 +144,6 @@ class PaperNet(nnx.Module):
 
     def __call__(self, images):
         return self.head(self.features(images)[2].mean((1, 2)))
-
-    def sparse_layers(self):
-        tail = [sparse.Relu()] if self.wrong == "relu" else []
-        return [sparse.Normalize(MEAN, STD), sparse.Conv.of(self.conv1), sparse.Relu(),
-                sparse.MaxPool(2), sparse.Conv.of(self.conv2), *tail,
-                sparse.Head(lambda x: self.head(x.mean((1, 2))))]
 
 
 def paper_cone(coord, n):
@@ -190,7 +183,7 @@ def test_paper_cones_match_the_hand_computation():
 @pytest.mark.parametrize("h,w", [(32, 32), (20, 24)])
 def test_cone_windows_hold_exactly_the_paper_cone(h, w):
     clf = paper_net(h, w)
-    nodes, _ = compile_graph(clf.layers(clf.params), (h, w, 3))
+    nodes = sparse.graph(clf, (h, w, 3)).nodes
     assert [n.kind for n in nodes] == ["input", "map", "conv", "pool", "conv"]
     assert [n.shape[:2] for n in nodes] == [(h, w), (h, w), (h, w), (h // 2, w // 2),
                                             (-(-h // 4), -(-w // 4))]
@@ -289,7 +282,7 @@ def test_every_handover_of_tiny_is_exact(sample):
             plan = sparse.plan(clf, 1, shape, handover=h, delta=delta)
             assert plan.handover == h
             convs = [i for i in range(2, h + 1) if geometry.delta_ok(
-                compile_graph(clf.layers(clf.params), shape)[0], i)]
+                sparse.graph(clf, shape).nodes, i)]
             assert list(plan.deltas) == (convs if delta else [])
             assert_exact(clf, plan, sample, px)
     with pytest.raises(ValueError, match="handover must be one of"):
@@ -302,20 +295,19 @@ def test_the_delta_form_is_exact_with_overlapping_and_repeated_pixels(name, k, s
     or coincide each count once; residual blocks and 5x5 kernels."""
     clf = zoo(name)
     plan = sparse.plan(clf, k, sample.shape[1:], gain=0, delta=True,
-                       handover=max(geometry.cuts(compile_graph(
-                           clf.layers(clf.params), sample.shape[1:])[0])[:8]))
+                       handover=max(geometry.cuts(sparse.graph(clf, sample.shape[1:]).nodes)[:8]))
     assert len(plan.deltas) >= 2 and "(delta)" in plan.describe()
     assert_exact(clf, plan, sample, candidates(k, 32, 32))
 
 
 def test_the_delta_form_takes_only_stride_1_float32_convolutions_of_a_map():
     clf = paper_net()
-    nodes = compile_graph(clf.layers(clf.params), (32, 32, 3))[0]
+    nodes = sparse.graph(clf, (32, 32, 3)).nodes
     # input, normalize, conv1 (stride 1, reads a map), pool, conv2 (stride 2)
     assert [geometry.delta_ok(nodes, i) for i in range(5)] == [False, False, True,
                                                                  False, False]
     low = zoo("tiny", "bfloat16")
-    nodes = compile_graph(low.layers(low.params), (32, 32, 3))[0]
+    nodes = sparse.graph(low, (32, 32, 3)).nodes
     assert not any(geometry.delta_ok(nodes, i) for i in range(len(nodes)))
     assert sparse.plan(low, 1, (32, 32, 3), gain=0, delta=True).deltas == ()
     tiny = zoo("tiny")
@@ -343,32 +335,26 @@ def space(h=10, w=10, k=1):
     return codec.PixelSpace(k, h, w, 3)
 
 
-class Unsupported:
-    """A layer the sparse pass does not know."""
+class CumsumNet(nnx.Module):
+    """A convolution, then an op without a sparse rule (a cumulative sum over rows), then
+    another convolution: the plan hands over to dense before the cumsum."""
 
-    def __call__(self, x):
-        return x
-
-
-class Odd(nnx.Module):
     def __init__(self):
         self.conv = nnx.Conv(3, 4, (3, 3), kernel_init=init(0), rngs=nnx.Rngs(0))
+        self.conv2 = nnx.Conv(4, 4, (3, 3), kernel_init=init(1), rngs=nnx.Rngs(0))
 
     def __call__(self, x):
-        return self.conv(x.astype(jnp.float32) / 255).mean((1, 2))
-
-    def sparse_layers(self):
-        return [sparse.Act(lambda x: x / 255), sparse.Conv.of(self.conv), Unsupported(),
-                sparse.Head(lambda x: x.mean((1, 2)))]
+        x = jax.nn.relu(self.conv(x.astype(jnp.float32) / 255))
+        return self.conv2(jnp.cumsum(x, axis=1) / 8).mean((1, 2))
 
 
 TOY_WEIGHTS = 3 * np.random.default_rng(0).standard_normal((10, 10, 3, 5)).astype(np.float32)
 
 
 def fresh_toy():
-    """A new classifier from a plain apply function (so no declared layers) on 10x10
-    images: logits linear in the pixels. New each call: the fallback warns once per
-    classifier."""
+    """A new classifier from a plain apply function on 10x10 images: logits linear in
+    the pixels (an einsum over every position, so no spatial layer). New each call: the
+    fallback warns once per classifier."""
     def apply_fn(params, x):
         return jnp.einsum("nhwc,hwck->nk", x.astype(jnp.float32) / 255, params)
 
@@ -376,10 +362,12 @@ def fresh_toy():
                                 name="toy")
 
 
-def test_undeclared_model_runs_dense_and_warns_once():
+NO_PLAN = "no spatial layer before its head, which starts at dot_general"
+
+
+def test_a_model_without_spatial_layers_runs_dense_and_warns_once():
     clf = fresh_toy()
-    assert clf.layers is None
-    with pytest.warns(UserWarning, match="runs dense for toy: it declares no layers"):
+    with pytest.warns(UserWarning, match=f"runs dense for toy: {NO_PLAN}"):
         ev = evaluation.evaluator(clf, space(), forward="auto")
     assert type(ev) is evaluation.DenseEvaluator and ev.forward == "dense"
     with warnings.catch_warnings():
@@ -390,21 +378,21 @@ def test_undeclared_model_runs_dense_and_warns_once():
             evaluation.DenseEvaluator
 
 
-def test_undeclared_model_auto_gives_the_dense_result():
+def test_auto_without_a_plan_gives_the_dense_result():
     clf = fresh_toy()
     x = toys.random_images(3, 10, 10)
     y = predict(clf, x).argmax(-1)
     cfg = ja.AttackConfig(population=12, generations=4)
-    with pytest.warns(UserWarning, match="declares no layers"):
+    with pytest.warns(UserWarning, match=NO_PLAN):
         auto = ja.attack(clf, x, y, cfg)
     dense = ja.attack(clf, x, y, cfg.replace(forward="dense"))
     assert_same_result(auto, dense)
 
 
-def test_forward_sparse_on_an_undeclared_model_is_one_clear_error():
+def test_forward_sparse_without_a_plan_is_one_clear_error():
     clf = fresh_toy()
-    with pytest.raises(ValueError, match="forward='sparse' is not available for toy: "
-                                         "it declares no layers") as e:
+    with pytest.raises(ValueError, match=f"forward='sparse' is not available for toy: "
+                                         f"{NO_PLAN}") as e:
         evaluation.evaluator(clf, space(), forward="sparse")
     assert "\n" not in str(e.value)
     with pytest.raises(ValueError, match="not available"):
@@ -412,29 +400,33 @@ def test_forward_sparse_on_an_undeclared_model_is_one_clear_error():
                   ja.AttackConfig(population=8, generations=1, forward="sparse"))
 
 
-def test_an_unsupported_declared_layer_falls_back():
-    clf = models.from_module(Odd(), 4, input_shape=(8, 8, 3), name="odd")
-    assert clf.layers is not None
-    reason = sparse.why_not(clf, 1, (8, 8, 3))
-    assert reason == "the sparse forward does not support layer Unsupported"
-    assert sparse.plan(clf, 1, (8, 8, 3), gain=0) is None
-    with pytest.warns(UserWarning, match="runs dense for odd: .*does not support layer "
-                                         "Unsupported"):
-        ev = evaluation.evaluator(clf, space(8, 8), forward="auto")
-    assert type(ev) is evaluation.DenseEvaluator
-    with pytest.raises(ValueError, match="not available for odd: .*Unsupported"):
-        evaluation.evaluator(clf, space(8, 8), forward="sparse")
+def test_an_op_without_a_rule_hands_over_to_dense_before_it(sample):
+    clf = models.from_module(CumsumNet(), 4, input_shape=(12, 12, 3), name="cumsum")
+    g = sparse.graph(clf, (12, 12, 3))
+    assert g.stop == "cumsum (no sparse rule)"
+    assert [n.kind for n in g.nodes] == ["input", "map", "conv"]
+    plan = sparse.plan(clf, 1, (12, 12, 3), gain=0)
+    assert "the head from cumsum (no sparse rule)" in plan.describe()
+    images = toys.random_images(2, 12, 12)
+    assert_exact(clf, plan, images, candidates(1, 12, 12))
 
 
-def test_declared_layers_that_differ_from_the_forward_fall_back():
-    clf = paper_net(16, 16, wrong="relu")
-    reason = sparse.why_not(clf, 1, (16, 16, 3))
-    assert reason is not None and "do not reproduce" in reason
-    with pytest.warns(UserWarning, match="runs dense for paper: its declared layers do not "
-                                         "reproduce its forward pass"):
-        ev = evaluation.evaluator(clf, space(16, 16), forward="auto")
-    assert type(ev) is evaluation.DenseEvaluator
-    # the same model declared truthfully has a plan
+def test_a_wrong_rule_is_caught_by_the_graph_check(monkeypatch):
+    """The graph is checked against the model's own forward once per model and shape: a
+    rule that computed something else (here ReLU as ``min``) leaves the model dense."""
+    from jax import lax
+
+    from jaxattack.sparse import rules as graph_mod
+
+    right = graph_mod.RULES["max"]
+
+    def wrong(w, eqn):
+        right(w, eqn._replace(prim=lax.min_p))
+
+    monkeypatch.setitem(graph_mod.RULES, "max", wrong)
+    reason = sparse.why_not(paper_net(16, 16), 1, (16, 16, 3))  # a new classifier: no cache
+    assert reason is not None and "does not reproduce its forward pass" in reason
+    monkeypatch.undo()
     assert sparse.why_not(paper_net(16, 16), 1, (16, 16, 3)) is None
 
 
@@ -483,15 +475,22 @@ def tiny_runs():
             for f in ("dense", "sparse")}
 
 
-def test_tiny_auto_picks_the_sparse_forward_at_k1():
+def test_auto_runs_the_forward_it_timed_faster():
     clf = zoo("tiny")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ev = evaluation.evaluator(clf, space(32, 32), forward="auto", population=40)
-    assert type(ev) is evaluation.SparseEvaluator and ev.forward == "sparse"
+    choice = evaluation.auto_choice(clf, space(32, 32), 40)
+    assert choice.dense_s > 0 and choice.sparse_s > 0 and choice.modelled > 1
+    assert choice.forward == ("sparse" if choice.sparse_s < choice.dense_s else "dense")
+    assert ev.forward == choice.forward
+    # the very evaluator forward=<choice> builds: auto runs the same program
+    assert ev == evaluation.evaluator(clf, space(32, 32), forward=choice.forward,
+                                      population=40)
     assert 0 < ev.bytes_per_candidate()
-    # the very evaluator forward="sparse" builds: auto runs the same program
-    assert ev == evaluation.evaluator(clf, space(32, 32), forward="sparse", population=40)
+    assert evaluation.timing_batch("cpu", 400) == (1, 50)  # the engine's call on XLA:CPU
+    assert evaluation.timing_batch("cpu", 20) == (1, 20)
+    assert evaluation.timing_batch("gpu", 400) == (10, 400)
 
 
 def test_sparse_attack_equals_the_dense_attack(tiny_runs):
@@ -501,7 +500,7 @@ def test_sparse_attack_equals_the_dense_attack(tiny_runs):
 
 
 class PlantedNet(nnx.Module):
-    """``toys.planted`` as a declared network: a 3x3 conv whose centre tap picks the
+    """``toys.planted`` as a network: a 3x3 conv whose centre tap picks the
     planted pixel's colour features, a sigmoid, and a head reading one position."""
 
     def __init__(self, bias=3.0):
@@ -520,9 +519,6 @@ class PlantedNet(nnx.Module):
 
     def __call__(self, x):
         return self._head(jax.nn.sigmoid(self.conv(x.astype(jnp.float32))))
-
-    def sparse_layers(self):
-        return [sparse.Conv.of(self.conv), sparse.Act(jax.nn.sigmoid), sparse.Head(self._head)]
 
 
 PLANTED_CFG = ja.AttackConfig(population=50, generations=30, forward="sparse")
@@ -576,7 +572,7 @@ def test_sweep_rows_record_the_forward_the_search_ran(tmp_path):
     assert used == [("dense", "dense")] * 2 + [("sparse", "sparse")] * 2
 
 
-# ---- regressions: a pre-activation residual block; a declaration with no spatial layer ---
+# ---- a pre-activation residual block; a model with no spatial layer ---------------------
 
 class PreActNet(nnx.Module):
     """A pre-activation residual block: ``conv(relu(x)) + x``, after a stem conv."""
@@ -589,17 +585,19 @@ class PreActNet(nnx.Module):
         x = self.stem(x.astype(jnp.float32) / 255)
         return (self.conv(jax.nn.relu(x)) + x).mean((1, 2))
 
-    def sparse_layers(self):
-        return [sparse.Act(lambda x: x.astype(jnp.float32) / 255), sparse.Conv.of(self.stem),
-                sparse.Residual([sparse.Relu(), sparse.Conv.of(self.conv)]),
-                sparse.Head(lambda x: x.mean((1, 2)))]
 
-
-def test_a_residual_main_branch_may_start_with_a_per_position_layer():
+def test_two_readers_of_different_functions_of_a_node_get_a_map_node():
+    """A pre-activation residual block reads the stem's output and its ReLU: the ReLU
+    becomes a map node of its own, computed from the stem's windows as they are."""
     clf = models.from_module(PreActNet(), 4, input_shape=(8, 8, 3), name="preact")
-    nodes, _ = compile_graph(clf.layers(clf.params), (8, 8, 3))
-    assert nodes[2].kind == "conv" and nodes[2].post == ()  # the stem keeps no ReLU
-    assert sparse.why_not(clf, 1, (8, 8, 3)) is None
+    nodes = sparse.graph(clf, (8, 8, 3)).nodes
+    assert [n.kind for n in nodes] == ["input", "map", "conv", "map", "conv", "mix"]
+    stem_post = [s[1].eqn.name for s in nodes[2].post.steps]
+    assert stem_post == ["add"]  # the bias only: the stem keeps no ReLU
+    assert nodes[3].inputs == (2,) and nodes[3].direct
+    assert nodes[5].inputs == (4, 2)
+    plan = sparse.plan(clf, 2, (8, 8, 3), gain=0, handover=5)
+    assert_exact(clf, plan, toys.random_images(2), candidates(2, 8, 8))
 
 
 class HeadOnlyNet(nnx.Module):
@@ -609,11 +607,8 @@ class HeadOnlyNet(nnx.Module):
     def __call__(self, x):
         return self.lin(x.astype(jnp.float32).mean((1, 2)))
 
-    def sparse_layers(self):
-        return [sparse.Head(lambda x: self.lin(x.mean((1, 2))))]
 
-
-def test_a_declaration_without_spatial_layers_falls_back():
+def test_a_model_that_pools_globally_at_once_falls_back():
     clf = models.from_module(HeadOnlyNet(), 4, input_shape=(8, 8, 3), name="headonly")
     assert isinstance(sparse.why_not(clf, 1, (8, 8, 3)), str)
     with pytest.warns(UserWarning, match="runs dense for headonly"):

@@ -60,14 +60,8 @@ def from_module(
         low = jnp.issubdtype(out.dtype, jnp.floating) and jnp.finfo(out.dtype).bits < 32
         return out.astype(jnp.float32) if low else out  # e.g. bfloat16 compute
 
-    layers = None
-    if callable(getattr(module, "sparse_layers", None)):  # declared for the sparse forward
-        def layers(params):
-            return nnx.merge(graphdef, params, rest).sparse_layers()
-
     return Classifier(apply_fn, params, num_classes, outputs=outputs, input_shape=input_shape,
-                      class_names=class_names, name=name or type(module).__name__,
-                      layers=layers)
+                      class_names=class_names, name=name or type(module).__name__)
 
 
 def from_apply_fn(apply_fn, params: Any, num_classes: int, *, outputs: str = "probs",

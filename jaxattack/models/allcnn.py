@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from flax import nnx
 
-from jaxattack import sparse
-
-from .layers import CIFAR10_MEAN, CIFAR10_STD, ConvBN, declared, global_avg_pool, normalize
+from .layers import ConvBN, global_avg_pool, normalize
 
 
 class AllCNNC(nnx.Module):
@@ -32,7 +30,3 @@ class AllCNNC(nnx.Module):
         for layer in self.layers:
             x = layer(x)
         return global_avg_pool(self.classifier(x))
-
-    def sparse_layers(self) -> list:
-        return declared(sparse.Normalize(CIFAR10_MEAN, CIFAR10_STD), *self.layers,
-                        self.classifier, sparse.Head(global_avg_pool))

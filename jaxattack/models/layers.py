@@ -6,8 +6,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxattack import sparse
-
 # CIFAR-10 per-channel statistics on the 0..255 scale (training set).
 CIFAR10_MEAN = (125.31, 122.95, 113.87)
 CIFAR10_STD = (62.99, 62.09, 66.70)
@@ -35,61 +33,17 @@ def global_avg_pool(x: jax.Array) -> jax.Array:
     return x.mean(axis=(1, 2))
 
 
-def shifted_matmul_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
-                        rhs_dilation=None, dimension_numbers=None,
-                        feature_group_count=1, precision=None, **kw):
-    """A drop-in for ``lax.conv_general_dilated`` (NHWC/HWIO, stride 1, SAME, no
-    dilation or groups) as one matmul over the kh*kw shifted copies of the input.
-
-    XLA:CPU's convolution is ~30x slower than this on tiny (2x2) feature maps; results
-    agree within float32 rounding. Anything else falls back to the lax convolution.
-    """
-    kh, kw_, cin, cout = rhs.shape
-    plain = (
-        tuple(window_strides) == (1, 1)
-        and padding == "SAME"
-        and all(d in (None, 1, (1, 1)) for d in (lhs_dilation, rhs_dilation))
-        and feature_group_count == 1
-        and lhs.ndim == 4
-    )
-    if not plain:
-        return jax.lax.conv_general_dilated(
-            lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-            rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-            feature_group_count=feature_group_count, precision=precision, **kw)
-    n, h, w, _ = lhs.shape
-    ph, pw = (kh - 1) // 2, (kw_ - 1) // 2
-    x = jnp.pad(lhs, ((0, 0), (ph, kh - 1 - ph), (pw, kw_ - 1 - pw), (0, 0)))
-    cols = [x[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw_)]
-    patches = jnp.concatenate(cols, axis=-1)  # [N, H, W, kh*kw*cin], HWI order
-    return jnp.einsum("nhwk,ko->nhwo", patches, rhs.reshape(kh * kw_ * cin, cout),
-                      precision=precision)
-
-
 class ConvBN(nnx.Module):
-    """kxk convolution without bias, BatchNorm, ReLU (``shifted``: as one matmul)."""
+    """kxk convolution without bias, BatchNorm, ReLU. Plain ``nnx.Conv``: the attack
+    computes it in the fastest form for the platform (``jaxattack.convs``)."""
 
     def __init__(self, cin: int, cout: int, *, rngs: nnx.Rngs, kernel: int = 3,
-                 stride: int = 1, relu: bool = True, shifted: bool = False,
-                 padding: str = "SAME"):
-        kw = {"conv_general_dilated": shifted_matmul_conv} if shifted else {}
+                 stride: int = 1, relu: bool = True, padding: str = "SAME"):
         self.conv = nnx.Conv(cin, cout, (kernel, kernel), strides=stride, use_bias=False,
-                             padding=padding, rngs=rngs, **kw)
+                             padding=padding, rngs=rngs)
         self.bn = nnx.BatchNorm(cout, momentum=0.9, rngs=rngs)
         self.relu = relu
 
     def __call__(self, x):
         x = self.bn(self.conv(x))
         return jax.nn.relu(x) if self.relu else x
-
-    def sparse_layers(self) -> list:
-        out = [sparse.Conv.of(self.conv), sparse.BatchNorm.of(self.bn)]
-        return out + [sparse.Relu()] if self.relu else out
-
-
-def declared(*parts) -> list:
-    """Flatten modules (their ``sparse_layers()``) and layers into one declared list."""
-    out = []
-    for p in parts:
-        out += p.sparse_layers() if hasattr(p, "sparse_layers") else [p]
-    return out

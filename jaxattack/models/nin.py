@@ -4,18 +4,7 @@ from __future__ import annotations
 
 from flax import nnx
 
-from jaxattack import sparse
-
-from .layers import (
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    ConvBN,
-    avg_pool2,
-    declared,
-    global_avg_pool,
-    max_pool2,
-    normalize,
-)
+from .layers import ConvBN, avg_pool2, global_avg_pool, max_pool2, normalize
 
 
 class NiN(nnx.Module):
@@ -47,8 +36,3 @@ class NiN(nnx.Module):
                 x = layer(x)
             x = pool(x) if pool else x
         return global_avg_pool(x)
-
-    def sparse_layers(self) -> list:
-        return declared(sparse.Normalize(CIFAR10_MEAN, CIFAR10_STD), *self.block1,
-                        sparse.MaxPool(2), *self.block2, sparse.AvgPool(2), *self.block3,
-                        sparse.Head(global_avg_pool))

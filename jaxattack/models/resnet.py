@@ -6,9 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxattack import sparse
-
-from .layers import CIFAR10_MEAN, CIFAR10_STD, ConvBN, declared, global_avg_pool, normalize
+from .layers import ConvBN, global_avg_pool, normalize
 
 
 class BasicBlock(nnx.Module):
@@ -23,12 +21,6 @@ class BasicBlock(nnx.Module):
             lo = self.pad // 2
             short = jnp.pad(short, ((0, 0), (0, 0), (0, 0), (lo, self.pad - lo)))
         return jax.nn.relu(self.conv2(self.conv1(x)) + short)
-
-    def sparse_layers(self) -> list:
-        short = [sparse.Subsample(self.stride)] if self.stride > 1 else []
-        if self.pad:
-            short.append(sparse.PadChannels(self.pad // 2, self.pad - self.pad // 2))
-        return [sparse.Residual(declared(self.conv1, self.conv2), short, [sparse.Relu()])]
 
 
 class ResNet(nnx.Module):
@@ -49,10 +41,6 @@ class ResNet(nnx.Module):
         for block in self.blocks:
             x = block(x)
         return self.head(global_avg_pool(x))
-
-    def sparse_layers(self) -> list:
-        return declared(sparse.Normalize(CIFAR10_MEAN, CIFAR10_STD), self.stem, *self.blocks,
-                        sparse.Head(lambda x: self.head(global_avg_pool(x))))
 
 
 def resnet20(num_classes: int = 10, *, rngs: nnx.Rngs) -> ResNet:

@@ -5,17 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxattack import sparse
-
-from .layers import (
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    ConvBN,
-    declared,
-    global_avg_pool,
-    max_pool2,
-    normalize,
-)
+from .layers import ConvBN, global_avg_pool, max_pool2, normalize
 
 
 class TinyCNN(nnx.Module):
@@ -37,9 +27,3 @@ class TinyCNN(nnx.Module):
             x = layer(x)
         x = max_pool2(x)
         return self.head(global_avg_pool(x))
-
-    def sparse_layers(self) -> list:
-        pool = sparse.MaxPool(2)
-        return declared(sparse.Normalize(CIFAR10_MEAN, CIFAR10_STD), self.stem, pool,
-                        *self.block1, pool, *self.block2, pool,
-                        sparse.Head(lambda x: self.head(global_avg_pool(x))))

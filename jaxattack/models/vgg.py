@@ -5,9 +5,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from jaxattack import sparse
-
-from .layers import CIFAR10_MEAN, CIFAR10_STD, ConvBN, declared, max_pool2, normalize
+from .layers import ConvBN, max_pool2, normalize
 
 # Convolution widths; "M" is a 2x2 max pool. The last block runs on 2x2 feature maps.
 VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
@@ -16,8 +14,8 @@ VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512
 class VGG(nnx.Module):
     """Conv-BN-ReLU stack from ``cfg`` | 512-unit hidden layer | classes.
 
-    3x3 convolutions on 2x2 feature maps run as shifted matmuls: XLA:CPU's convolution
-    is ~30x slower there, and the result is the same within float32 rounding.
+    XLA:CPU's convolution is ~57x slower on the last block's 2x2 feature maps than
+    im2col + one matmul; the attack computes those as that (``jaxattack.convs``).
     """
 
     def __init__(self, num_classes: int = 10, cfg=VGG16, *, rngs: nnx.Rngs):
@@ -27,7 +25,7 @@ class VGG(nnx.Module):
                 pool_after.append(len(convs) - 1)
                 size //= 2
             else:
-                convs.append(ConvBN(cin, v, shifted=size <= 2, rngs=rngs))
+                convs.append(ConvBN(cin, v, rngs=rngs))
                 cin = v
         self.convs = nnx.List(convs)
         self.pool_after = tuple(pool_after)  # static: index of the conv each pool follows
@@ -42,15 +40,6 @@ class VGG(nnx.Module):
                 x = max_pool2(x)
         x = x.reshape(x.shape[0], -1)
         return self.head(jax.nn.relu(self.fc(x)))
-
-    def sparse_layers(self) -> list:
-        out = [sparse.Normalize(CIFAR10_MEAN, CIFAR10_STD)]
-        for i, conv in enumerate(self.convs):
-            out += declared(conv) + ([sparse.MaxPool(2)] if i in self.pool_after else [])
-
-        def head(x):
-            return self.head(jax.nn.relu(self.fc(x.reshape(x.shape[0], -1))))
-        return out + [sparse.Head(head)]
 
 
 def vgg16(num_classes: int = 10, *, rngs: nnx.Rngs) -> VGG:

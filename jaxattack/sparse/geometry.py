@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxattack.sparse.layers import Node
+from jaxattack.sparse.nodes import Node
 
 # The cost model, in multiply-add equivalents: a multiply-add in a window costs
 # SPARSE_MAC times one in the dense part (smaller matmuls), and each element copied
@@ -79,30 +79,30 @@ def crop_size(node: Node, size: tuple[int, int]) -> tuple[int, int]:
     return tuple((size[a] - 1) * node.stride[a] + node.kernel[a] for a in (0, 1))
 
 
-def cuts(nodes: Sequence[Node]) -> list[int]:
-    """Nodes after which the network reads nothing earlier: where the dense part may
-    start from one map."""
+def cuts(nodes: Sequence[Node], head: Sequence[int] = ()) -> list[int]:
+    """Nodes after which the network (and the ``head``, reading those nodes) reads
+    nothing earlier: where the dense part may start from one map."""
     out = []
     for i in range(1, len(nodes)):
-        if all(u >= i for n in nodes[i + 1:] for u in n.inputs):
+        if all(u >= i for n in nodes[i + 1:] for u in n.inputs) and all(u >= i for u in head):
             out.append(i)
     return out
 
 
 def delta_ok(nodes: Sequence[Node], i: int) -> bool:
     """Whether node ``i``'s windows can run as clean + conv(change) (``plan._delta``): a
-    stride-1 float32 convolution of one windowed map (not the raw image, whose windows
-    are colours painted over each other rather than values)."""
+    stride-1, undilated, ungrouped float32 convolution of one windowed map (not the raw
+    image, whose windows are colours painted over each other rather than values)."""
     node = nodes[i]
-    if node.kind != "conv" or node.stride != (1, 1) or node.inputs[0] < 1:
+    conv = node.conv
+    if (conv is None or node.stride != (1, 1) or node.inputs[0] < 1 or conv.groups != 1
+            or conv.dilation != (1, 1) or node.pad_value != 0):
         return False
-    dtype = getattr(node.layer, "dtype", None)
-    return (np.dtype(node.layer.kernel.dtype) == np.float32
-            and (dtype is None or np.dtype(dtype) == np.float32))
+    return np.dtype(conv.dtype) == np.float32
 
 
-def costs(nodes: Sequence[Node], cone: Cones, k: int,
-          delta: bool | None = None) -> tuple[dict[int, float], frozenset[int]]:
+def costs(nodes: Sequence[Node], cone: Cones, k: int, delta: bool | None = None,
+          head: Sequence[int] = ()) -> tuple[dict[int, float], frozenset[int]]:
     """Modelled cost of one candidate per handover node (0: all dense), and the nodes
     whose windows run in the delta form: where it is modelled cheaper (``delta`` None),
     wherever it can (True) or nowhere (False)."""
@@ -113,14 +113,16 @@ def costs(nodes: Sequence[Node], cone: Cones, k: int,
     sparse, deltas = [0.0], set()
     for i, node in enumerate(nodes[1:], 1):
         crop = crop_size(node, cone.sizes[i])
-        # per pixel: each input's crop gathered and k windows selected over it, and for
-        # an im2col convolution its patches
-        copies = sum(nodes[u].shape[2] * area(crop) * (1 + k) for u in node.inputs)
+        # per pixel: each input's crop gathered and k windows selected over it (none
+        # where the node reads its input's windows as they are), and for an im2col
+        # convolution its patches
+        copies = 0 if node.direct else sum(
+            nodes[u].shape[2] * area(crop) * (1 + k) for u in node.inputs)
         mac = SPARSE_MAC
         if node.im2col:
             copies += area(cone.sizes[i]) * node.kernel[0] * node.kernel[1] * \
                 nodes[node.inputs[0]].shape[2]
-        elif node.kind == "conv" and node.kernel[0] * node.kernel[1] > 1:
+        elif node.conv is not None and node.conv.window_form() == "xla":
             mac = XLA_WINDOW_MAC
         cost = k * (mac * area(cone.sizes[i]) * node.macs + COPY * copies)
         if delta is not False and delta_ok(nodes, i):
@@ -137,7 +139,7 @@ def costs(nodes: Sequence[Node], cone: Cones, k: int,
                 deltas.add(i)
         sparse.append(cost)
     out = {0: float(sum(dense))}
-    for cut in cuts(nodes):
+    for cut in cuts(nodes, head):
         paste = COPY * nodes[cut].shape[2] * area(nodes[cut].shape) * (1 + k)
         out[cut] = float(sum(sparse[1:cut + 1]) + paste + sum(dense[cut + 1:]))
     return out, frozenset(deltas)

@@ -18,7 +18,6 @@ batched over candidates.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -27,10 +26,12 @@ import numpy as np
 from jaxattack.caches import memoize
 from jaxattack.classifier import Classifier
 from jaxattack.sparse import geometry
-from jaxattack.sparse.layers import _pad, compile_graph, dense
+from jaxattack.sparse.nodes import Graph, pad
+from jaxattack.sparse.rules import graph
 
-# A declared graph must reproduce the classifier within this (checked once per plan).
-DECLARED_TOLERANCE = {"float32": 1e-4, "other": 5e-2}
+# The graph read from the jaxpr must reproduce the classifier within this, run densely
+# (checked once per classifier and image shape: a guard against a wrong rule).
+GRAPH_TOLERANCE = {"float32": 1e-4, "other": 5e-2}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -40,6 +41,7 @@ class Plan:
     classifier: Classifier
     pixels: int
     image_shape: tuple[int, int, int]
+    graph: Graph
     handover: int  # the node whose map the dense part starts from
     cones: geometry.Cones
     margins: dict  # node -> per-axis padding of its cached map
@@ -51,22 +53,24 @@ class Plan:
         """Modelled speed-up over the dense forward."""
         return self.costs[0] / self.costs[self.handover]
 
-    def _graph(self, params):
-        return compile_graph(self.classifier.layers(params), self.image_shape)
+    @property
+    def nodes(self):
+        return self.graph.nodes
 
     def prepare(self, params, image):
         """The clean activations one problem's candidates read: ``image`` uint8 [H, W, C]
         -> tuple of padded maps (the per-problem cache)."""
-        nodes, head = self._graph(params)
+        consts = self.graph.consts(params)
         values, pre = {0: image[None].astype(jnp.float32)}, {}
         for i in range(1, self.handover + 1):
-            node = nodes[i]
-            x = node.apply(*[_pad(values[u], node.pads) for u in node.inputs],
+            node = self.nodes[i]
+            value = _pad_value(node, consts)
+            x = node.apply(consts, *[pad(values[u], node.pads, value) for u in node.inputs],
                            post=i not in self.deltas)
-            if i in self.deltas:  # a delta node's clean map before its per-position layers
-                pre[i], x = x, node.activate(x)
+            if i in self.deltas:  # a delta node's clean map before its per-position part
+                pre[i], x = x, node.activate(consts, x)
             values[i] = x
-        return tuple(_pad(values[i][0], ((m[0], m[0]), (m[1], m[1])))
+        return tuple(pad(values[i][0], ((m[0], m[0]), (m[1], m[1])))
                      for i, m in sorted(self.margins.items())) + tuple(
                          pre[i][0] for i in self.deltas)
 
@@ -77,13 +81,12 @@ class Plan:
         return sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in shapes)
 
     def handover_bytes(self) -> int:
-        """Bytes of one candidate's handover map (float32)."""
-        nodes = self._graph(self.classifier.params)[0]
-        return 4 * int(np.prod(nodes[self.handover].shape))
+        """Bytes of one candidate's largest map from the handover on (float32)."""
+        return 4 * max(int(np.prod(n.shape)) for n in self.nodes[self.handover:])
 
     def window_bytes(self) -> int:
         """Bytes of one candidate's windows and crops (all nodes, all k pixels)."""
-        nodes = self._graph(self.classifier.params)[0]
+        nodes = self.nodes
         total = 0
         for i in range(1, self.handover + 1):
             crop = geometry.crop_size(nodes[i], self.cones.sizes[i])
@@ -99,7 +102,7 @@ class Plan:
     def probs(self, params, caches, pixels):
         """Probabilities ``[S, N, K]``: ``caches`` from ``prepare`` (leading problem axis
         ``S``), ``pixels`` int32 ``[S, N, k, 2 + C]`` (x, y, colour)."""
-        nodes, head = self._graph(params)
+        nodes, consts = self.nodes, self.graph.consts(params)
         cache = dict(zip(sorted(self.margins), caches[:len(self.margins)], strict=True))
         pre = dict(zip(self.deltas, caches[len(self.margins):], strict=True))
         s, n, k = pixels.shape[:3]
@@ -107,8 +110,13 @@ class Plan:
         ys, xs = pixels[..., 1], pixels[..., 0]
         colour = pixels[..., 2:].astype(jnp.float32)[..., None, None, :]
         wins = {0: (jnp.stack([ys, xs], -1), colour)}  # node -> (starts, values) [S, N, k..]
+
         def per_candidate(f):  # f(problem's cache, then per-candidate arrays)
             return jax.vmap(jax.vmap(f, (None, 0, 0, 0)))
+
+        def flat(a):  # [S, N, k, ...] -> one batch for the node
+            return a.reshape(s * n * k, *a.shape[3:])
+
         for i in range(1, self.handover + 1):
             node = nodes[i]
             st = jnp.stack([jnp.asarray(starts[i][0])[ys], jnp.asarray(starts[i][1])[xs]], -1)
@@ -116,19 +124,22 @@ class Plan:
                 u = node.inputs[0]
 
                 def change(clean, pre_i, st, w_st, w_val, u=u, node=node, i=i):
-                    return _delta(node, clean, self.margins[u], pre_i, w_st, w_val, st,
-                                  sizes[i])
+                    return _delta(node, consts, clean, self.margins[u], pre_i, w_st, w_val,
+                                  st, sizes[i])
                 wins[i] = (st, jax.vmap(jax.vmap(change, (None, None, 0, 0, 0)))(
                     cache[u], pre[i], st, *wins[u]))
                 continue
-            crops = []
-            for u in node.inputs:
-                def crop(clean, st, w_st, w_val, u=u, node=node, i=i):
-                    return self._crops(node, sizes[i], st, clean, (w_st, w_val),
-                                       self.margins[u])
-                c = per_candidate(crop)(cache[u], st, *wins[u])
-                crops.append(c.reshape(s * n * k, *c.shape[3:]))  # one batch for the node
-            out = node.apply(*crops)
+            if node.direct:  # the input's windows, as they are: same starts and sizes
+                crops = [flat(wins[node.inputs[0]][1])]
+            else:
+                crops = []
+                for u in node.inputs:
+                    def crop(clean, st, w_st, w_val, u=u, node=node, i=i):
+                        return self._crops(node, sizes[i], st, clean, (w_st, w_val),
+                                           self.margins[u], nodes[u].shape[:2],
+                                           _pad_value(node, consts))
+                    crops.append(flat(per_candidate(crop)(cache[u], st, *wins[u])))
+            out = node.apply(consts, *crops, origin=flat(st), window=True)
             wins[i] = (st, out.reshape(s, n, k, *out.shape[1:]))
         m = self.margins[self.handover]
         h, w = nodes[self.handover].shape[:2]
@@ -139,16 +150,17 @@ class Plan:
 
         maps = per_candidate(place)(cache[self.handover], *wins[self.handover], pixels)
         maps = maps.reshape(s * n, *maps.shape[2:])
-        out = dense(nodes, head, None, start=self.handover + 1, values={self.handover: maps})
+        out = self.graph.rest(params, consts, {self.handover: maps}, self.handover + 1)
         out = out.astype(jnp.float32)
         if self.classifier.outputs == "logits":
             out = jax.nn.softmax(out, axis=-1)
         return out.reshape(s, n, -1)
 
-    def _crops(self, node, out_size, out_start, clean, wins, margin):
+    def _crops(self, node, out_size, out_start, clean, wins, margin, in_size, pad_value):
         """The input crops ``[k, ch, cw, C]`` of a node's k windows, from the clean padded
         map of one input with that input's k windows pasted into it (a masked select per
-        window, so a window that overlaps a crop only in part lands where it belongs)."""
+        window, so a window that overlaps a crop only in part lands where it belongs).
+        Outside the input map (``in_size``) a crop holds the node's ``pad_value``."""
         crop = geometry.crop_size(node, out_size)
         # crop origin in the input's unpadded coordinates
         origin = out_start * jnp.asarray(node.stride) - jnp.asarray(
@@ -158,7 +170,11 @@ class Plan:
 
         def one(at_i, origin_i):
             b = jax.lax.dynamic_slice(clean, (at_i[0], at_i[1], 0), (*crop, clean.shape[2]))
-            return _paste(b, origin_i, w_start, w_vals)
+            b = _paste(b, origin_i, w_start, w_vals)
+            if not (isinstance(pad_value, float) and pad_value == 0.0) and np.any(node.pads):
+                inside = _within(origin_i, crop, jnp.zeros(2, jnp.int32), in_size)
+                b = jnp.where(inside[..., None], b, jnp.asarray(pad_value, b.dtype))
+            return b
 
         crops = jax.vmap(one)(at, origin)
         if node.im2col:
@@ -166,14 +182,20 @@ class Plan:
         return crops
 
     def describe(self) -> str:
-        nodes = self._graph(self.classifier.params)[0]
+        nodes = self.nodes
         sizes = ", ".join(f"{nodes[i].kind}{'x'.join(map(str, self.cones.sizes[i]))}"
                           f"{' (delta)' if i in self.deltas else ''}"
                           for i in range(1, self.handover + 1))
         return (f"sparse forward of {self.classifier.name} at k={self.pixels}: windows "
                 f"{sizes}; dense from node {self.handover} of {len(nodes) - 1} "
-                f"({'x'.join(map(str, nodes[self.handover].shape))}); modelled "
-                f"speed-up {self.speedup:.2f}x")
+                f"({'x'.join(map(str, nodes[self.handover].shape))}), the head from "
+                f"{self.graph.stop}; modelled speed-up {self.speedup:.2f}x")
+
+
+def _pad_value(node, consts):
+    """A node's pad value: a number, or a constant of the model (a value ref)."""
+    v = node.pad_value
+    return v if isinstance(v, float | int) else consts[v]
 
 
 def _paste(crop, origin, starts, windows):
@@ -203,7 +225,7 @@ def _lookup(origin, shape, start, window):
     return _within(origin, shape, start, (h, w)), window[r][:, c]
 
 
-def _delta(node, clean, margin, pre, starts, windows, out_starts, out_size):
+def _delta(node, consts, clean, margin, pre, starts, windows, out_starts, out_size):
     """The k output windows ``[k, *out_size, Cout]`` at ``out_starts [k, 2]`` of a
     stride-1 convolution, as the clean output ``pre`` (before the node's per-position
     layers) plus the convolution of the input's change: each input window
@@ -211,7 +233,8 @@ def _delta(node, clean, margin, pre, starts, windows, out_starts, out_size):
     ``margin``), where no earlier window already holds it, times every kernel tap,
     added where it lands. Fewer multiply-adds than convolving a crop for the output
     window (``sh * sw`` rather than ``out_size`` positions, and one matmul)."""
-    kh, kw, cin, cout = node.layer.kernel.shape
+    kernel = node.conv.kernel(consts)
+    kh, kw, cin, cout = kernel.shape
     k, sh, sw = windows.shape[:3]
     changes = []
     for j in range(k):
@@ -222,7 +245,7 @@ def _delta(node, clean, margin, pre, starts, windows, out_starts, out_size):
             seen = _within(starts[j], (sh, sw), starts[e], (sh, sw))
             d = jnp.where(seen[..., None], 0.0, d)
         changes.append(d)
-    y = jnp.einsum("jyxc,abco->jyxabo", jnp.stack(changes), node.layer.kernel)
+    y = jnp.einsum("jyxc,abco->jyxabo", jnp.stack(changes), kernel.astype(jnp.float32))
     # [k, sh + kh - 1, sw + kw - 1, Cout]; entry (0, 0) is output (start - (kh - 1) + pad)
     buf = sum(jnp.pad(y[:, :, :, a, b], ((0, 0), (kh - 1 - a, a), (kw - 1 - b, b), (0, 0)))
               for a in range(kh) for b in range(kw))
@@ -234,7 +257,7 @@ def _delta(node, clean, margin, pre, starts, windows, out_starts, out_size):
         for j in range(k):
             inside, vals = _lookup(out_starts[m], out_size, origin[j], buf[j])
             x = x + jnp.where(inside[..., None], vals, 0.0)
-        outs.append(node.activate(x))
+        outs.append(node.activate(consts, x, out_starts[m]))
     return jnp.stack(outs)
 
 
@@ -248,7 +271,8 @@ def _materialise(x):
     return jnp.einsum("...c,cd->...d", x, eye, precision=jax.lax.Precision.HIGHEST)
 
 
-# forward="auto" takes the sparse pass where the cost model expects at least this gain.
+# ``plan()`` returns a plan only where the cost model expects at least this gain (by
+# default; forward="auto" times both forwards instead, ``evaluation.auto_choice``).
 AUTO_GAIN = 1.1
 
 
@@ -262,29 +286,20 @@ def why_not(classifier: Classifier, pixels: int, image_shape) -> str | None:
 
 
 def plan(classifier: Classifier, pixels: int, image_shape, handover: int | None = None,
-         warn: bool = False, gain: float = AUTO_GAIN, delta: bool | None = None
-         ) -> Plan | None:
+         gain: float = AUTO_GAIN, delta: bool | None = None) -> Plan | None:
     """The sparse plan (handover from the cost model, or ``handover``), or None where the
-    model declares no supported layers (with ``warn``: says why, once per classifier)
-    or where the modelled speed-up is below ``gain``. ``delta``: run convolution
-    windows as clean + conv(change) where the cost model prefers it (None), wherever
-    possible (True) or never (False)."""
+    model has none (``why_not`` says why) or where the modelled speed-up is below
+    ``gain``. ``delta``: run convolution windows as clean + conv(change) where the cost
+    model prefers it (None), wherever possible (True) or never (False)."""
     try:
         out = _build(classifier, pixels, tuple(image_shape), handover, delta)
-    except _NoPlan as e:
-        if warn:
-            _warn_once(classifier, str(e))
+    except _NoPlan:
         return None
     return out if handover is not None or out.speedup >= gain else None
 
 
 class _NoPlan(Exception):
     pass
-
-
-@memoize(32)
-def _warn_once(classifier, reason):
-    warnings.warn(f"forward='auto' runs dense for {classifier.name}: {reason}", stacklevel=3)
 
 
 def _build(classifier: Classifier, pixels: int, image_shape, handover=None,
@@ -306,16 +321,15 @@ def _plan_or_reason(classifier, pixels, image_shape, handover, delta):
 
 def _make(classifier: Classifier, pixels: int, image_shape, handover=None,
           delta=None) -> Plan:
-    if classifier.layers is None:
-        raise _NoPlan("it declares no layers for the sparse forward (docs/sparse.md)")
-    try:
-        nodes, head = compile_graph(classifier.layers(classifier.params), image_shape)
-    except ValueError as e:
-        raise _NoPlan(str(e)) from None
+    g = graph(classifier, image_shape)
+    nodes = g.nodes
+    if all(n.kind in ("input", "map") for n in nodes):  # per-position work only
+        raise _NoPlan(f"no spatial layer before its head, which starts at {g.stop}")
+    head = [i for i, _ in g.head_inputs]
     cone = geometry.cones(nodes)
-    costs, deltas = geometry.costs(nodes, cone, pixels, delta)
+    costs, deltas = geometry.costs(nodes, cone, pixels, delta, head)
     if len(costs) == 1:
-        raise _NoPlan("it declares no spatial layer before its Head")
+        raise _NoPlan(f"no node before its head (at {g.stop}) that the rest reads alone")
     if handover is None:
         handover = min(set(costs) - {0}, key=lambda c: (costs[c], c))
     elif handover not in costs or handover == 0:
@@ -324,30 +338,30 @@ def _make(classifier: Classifier, pixels: int, image_shape, handover=None,
     for i in range(1, handover + 1):
         for u in nodes[i].inputs:
             m = margins.get(u, (0, 0))
-            margins[u] = tuple(max(m[a], *nodes[i].pads[a]) for a in (0, 1))
+            margins[u] = tuple(max(m[a], *nodes[i].pads[a], 0) for a in (0, 1))
     margins.setdefault(handover, (0, 0))
-    _check_declared(classifier, image_shape)
+    _check_graph(classifier, image_shape)
     deltas = tuple(sorted(i for i in deltas if i <= handover))
-    return Plan(classifier, pixels, image_shape, handover, cone, margins, costs, deltas)
+    return Plan(classifier, pixels, image_shape, g, handover, cone, margins, costs, deltas)
 
 
 @memoize(32)
-def _check_declared(classifier, image_shape) -> None:
-    """The declared graph's dense forward must match the classifier's own forward."""
+def _check_graph(classifier, image_shape) -> None:
+    """The graph run densely must reproduce the classifier's own forward: a guard
+    against a wrong rule (the windows' exactness is what tests/test_sparse.py tests)."""
+    g = graph(classifier, image_shape)
     x = jax.random.randint(jax.random.PRNGKey(0), (2, *image_shape), 0, 256).astype(jnp.uint8)
     ref = jax.jit(classifier.probs)(classifier.params, x)
 
-    def declared(params, x):
-        nodes, head = compile_graph(classifier.layers(params), image_shape)
-        out = dense(nodes, head, x).astype(jnp.float32)
+    def replayed(params, x):
+        out = g.dense(params, x).astype(jnp.float32)
         return jax.nn.softmax(out, -1) if classifier.outputs == "logits" else out
 
-    got = jax.jit(declared)(classifier.params, x)
-    nodes = compile_graph(classifier.layers(classifier.params), image_shape)[0]
-    low = any(getattr(n.layer, "dtype", None) not in (None, jnp.float32) for n in nodes)
-    tol = DECLARED_TOLERANCE["other" if low else "float32"]
+    got = jax.jit(replayed)(classifier.params, x)
+    low = any(n.conv is not None and np.dtype(n.conv.dtype) != np.float32 for n in g.nodes)
+    tol = GRAPH_TOLERANCE["other" if low else "float32"]
     err = float(jnp.abs(got - ref).max())
     if not err <= tol:
-        raise _NoPlan(f"its declared layers do not reproduce its forward pass (probabilities "
-                      f"differ by {err:.2g})")
-
+        raise _NoPlan(f"the graph read from its jaxpr does not reproduce its forward pass "
+                      f"(probabilities differ by {err:.2g}; a jaxattack bug, please report "
+                      f"it)")
