@@ -262,7 +262,7 @@ class Node:
     shape: tuple[int, int, int]
     op: Any = None
     post: Expr | None = None
-    pad_value: float = 0.0
+    pad_value: float | int = 0.0  # a number (float), or a constant of the model (int ref)
     dtype: Any = jnp.float32  # after post
 
     @property
@@ -288,6 +288,11 @@ class Node:
         fused per-position part; ``window``: the form for batches of small crops."""
         x = xs[0] if self.op is None else self.op(consts, xs, origin, window)
         return self.activate(consts, x, origin) if post else x
+
+    def padding_value(self, consts):
+        """The value this node pads its inputs with: a number, or a model constant."""
+        v = self.pad_value
+        return v if isinstance(v, float) else consts[v]
 
     def activate(self, consts, x, origin=None):
         """This node's fused per-position part on ``x``."""
@@ -353,7 +358,8 @@ class Graph:
         values = dict(values)
         for i in range(start, len(self.nodes)):
             node = self.nodes[i]
-            values[i] = node.apply(consts, *[pad(values[u], node.pads, node.pad_value)
+            value = node.padding_value(consts)
+            values[i] = node.apply(consts, *[pad(values[u], node.pads, value)
                                              for u in node.inputs])
         return self.head(params, [values[i] for i, _ in self.head_inputs])
 

@@ -64,7 +64,7 @@ class Plan:
         values, pre = {0: image[None].astype(jnp.float32)}, {}
         for i in range(1, self.handover + 1):
             node = self.nodes[i]
-            value = _pad_value(node, consts)
+            value = node.padding_value(consts)
             x = node.apply(consts, *[pad(values[u], node.pads, value) for u in node.inputs],
                            post=i not in self.deltas)
             if i in self.deltas:  # a delta node's clean map before its per-position part
@@ -137,7 +137,7 @@ class Plan:
                     def crop(clean, st, w_st, w_val, u=u, node=node, i=i):
                         return self._crops(node, sizes[i], st, clean, (w_st, w_val),
                                            self.margins[u], nodes[u].shape[:2],
-                                           _pad_value(node, consts))
+                                           node.padding_value(consts))
                     crops.append(flat(per_candidate(crop)(cache[u], st, *wins[u])))
             out = node.apply(consts, *crops, origin=flat(st), window=True)
             wins[i] = (st, out.reshape(s, n, k, *out.shape[1:]))
@@ -190,12 +190,6 @@ class Plan:
                 f"{sizes}; dense from node {self.handover} of {len(nodes) - 1} "
                 f"({'x'.join(map(str, nodes[self.handover].shape))}), the head from "
                 f"{self.graph.stop}; modelled speed-up {self.speedup:.2f}x")
-
-
-def _pad_value(node, consts):
-    """A node's pad value: a number, or a constant of the model (a value ref)."""
-    v = node.pad_value
-    return v if isinstance(v, float | int) else consts[v]
 
 
 def _paste(crop, origin, starts, windows):

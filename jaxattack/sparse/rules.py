@@ -113,6 +113,23 @@ class _Walk:
     def on_image(self, ref) -> bool:
         return not isinstance(ref, jaxprs.Lit) and ref in self.dep
 
+    def static(self, ref):
+        """The value of a scalar computed from literals alone (a pad value cast by
+        ``jnp.pad``), else None."""
+        if isinstance(ref, jaxprs.Lit):
+            return np.asarray(ref.val)
+        if self.shape(ref) != () or self.on_image(ref):
+            return None
+        if ref in self.prog.consts:
+            return np.asarray(self.prog.consts[ref])
+        e = self.producer.get(ref)
+        if e is None:
+            return None
+        ins = [self.static(i) for i in e.ins]
+        if any(v is None for v in ins):
+            return None
+        return np.asarray(jaxprs.bind(e, *ins)[e.outs.index(ref)])
+
     def canonical(self, ref) -> int:
         while self.info[ref].src is not None:
             ref = self.info[ref].src
@@ -327,7 +344,7 @@ def _consts_of(node: Node) -> set:
                     if o.index is None and not isinstance(o.ref, jaxprs.Lit))
     if isinstance(node.op, ConvOp):
         refs.add(node.op.ref)
-    if not isinstance(node.pad_value, int | float):
+    if not isinstance(node.pad_value, float):
         refs.add(node.pad_value)
     return refs
 
@@ -439,10 +456,10 @@ def _reduce_window(w: _Walk, eqn):
     if s is None or reducer is None:
         raise Stop("a window reduction other than max, min or sum")
     if eqn.name == "reduce_window":
-        init_ref = eqn.ins[1]
-        if not isinstance(init_ref, jaxprs.Lit):
-            raise Stop("a window reduction whose initial value is not a literal")
-        init = float(np.asarray(init_ref.val))
+        known = w.static(eqn.ins[1])
+        if known is None:
+            raise Stop("a window reduction whose initial value is not a constant")
+        init = float(known)
     else:
         init = IDENTITY[reducer]
     p = eqn.params
@@ -572,7 +589,8 @@ def _pad(w: _Walk, eqn):
         return
     if tuple(cfg[c]) != (0, 0, 0):
         raise Stop("a pad of both positions and channels")
-    val = float(np.asarray(value.val)) if isinstance(value, jaxprs.Lit) else value
+    known = w.static(value)
+    val = float(known) if known is not None else value
     w.node("pad", [x], (1, 1), (1, 1), ((cfg[h][0], cfg[h][1]), (cfg[wd][0], cfg[wd][1])),
            eqn.outs[0], s.layout, None, pad_value=val)
 
