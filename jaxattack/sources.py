@@ -122,12 +122,18 @@ def _decode_all(named: list[tuple[str, bytes, int]], on_corrupt: str, origin: st
 
 
 def _index(entries: list[tuple[str, str]], origin: str) -> tuple[list[int], tuple[str, ...]]:
-    """Given (label, filename) pairs, return labels as ints and the sorted class names."""
+    """Given (label, filename) pairs, return labels as ints and the class names. Class
+    folders named by integers are those class indices (CIFAR-10's ``0``..``9``, or
+    ImageNet's ``285`` for a few photos of a 1000-class model; class names ``"0"`` ..
+    up to the largest); other names are numbered in sorted order."""
     if not entries:
         raise ValueError(f"no {'/'.join(IMAGE_EXTS)} images found in {origin}")
-    names = tuple(sorted({label for label, _ in entries}))
-    lookup = {n: i for i, n in enumerate(names)}
-    return [lookup[label] for label, _ in entries], names
+    found = sorted({label for label, _ in entries})
+    if all(n.isdigit() for n in found):
+        top = max(int(n) for n in found)
+        return [int(label) for label, _ in entries], tuple(str(i) for i in range(top + 1))
+    lookup = {n: i for i, n in enumerate(found)}
+    return [lookup[label] for label, _ in entries], tuple(found)
 
 
 def _load_folder(root: Path, on_corrupt: str, size=None, resample="bilinear",

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import jaxattack as ja
-from jaxattack import data, problems, sweep
+from jaxattack import codec, data, evaluation, problems, sweep
 from jaxattack import store as store_mod
 from jaxattack.classifier import predict
 from tests import sweep_job, toys
@@ -72,7 +72,9 @@ def test_sweep_equals_the_plain_engine_per_image(tmp_path):
             assert r["success"] == bool(ref.success[i])
             assert r["queries"] == int(ref.queries[i])
             assert r["prob_adv_after"] == float(ref.prob_adv_after[i])
-            assert r["forward_used"] == "dense"  # the toy declares no sparse layers
+            # what forward="auto" chose for this model, k and image shape (timed)
+            assert r["forward_used"] == evaluation.auto_choice(
+                clf, codec.PixelSpace(exp.config.pixels, 12, 12, 3), 16).forward
 
 
 def test_saved_pngs_still_fool_the_model(tmp_path):
