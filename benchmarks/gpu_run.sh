@@ -10,7 +10,14 @@
 #   2b. (log.txt)      every zoo model, k = 1, 3, 5: dense vs sparse forward, side by
 #                      side at 82 problems x 400 candidates, then tiny's whole attack
 #                      (20 images, paper budget) each way (the tool returns at most 8
-#                      files, so its rows and table go to the log)
+#                      files, so its rows and table go to the log); what forward="auto"
+#                      chose on the GPU and the two times it measured
+#   2c. (log.txt)      EfficientNet-Lite0 at 224 (real ImageNet weights, through ONNX):
+#                      dense vs sparse forward at k = 1, 3 (8 problems x 400 candidates)
+#   3b. (log.txt)      EfficientNet-Lite0: the raw forward at batch 64 with its
+#                      convolutions lowered and with XLA's own, and a one-pixel attack
+#                      of the photos it classifies correctly at the paper's budget (DE,
+#                      400 x 101), dense and sparse
 #   3. tiny_10k.json   tiny, 1 pixel, untargeted, paper budget, 10,000 test images
 #                      (target: < 120 s on one H100)
 #   4. repro.json      32 images at 4 and 82 slots: are the results identical on a GPU?
@@ -23,7 +30,11 @@
 # The 10k test set is read from shared/datasets/cifar10-jpeg/test.tar inside the repo
 # (the device tool carries shared/, 15 MB); copy it there first:
 #   mkdir -p shared/datasets/cifar10-jpeg && cp ../shared/datasets/cifar10-jpeg/test.tar shared/datasets/cifar10-jpeg/
-# Without it, steps 3-4 use the built-in 1,000-image sample. Training the paper's
+# Without it, steps 3-4 use the built-in 1,000-image sample. Steps 2c and 3b need the
+# exported network and its photos, which `python benchmarks/imagenet.py --skip-speed
+# --skip-attack` writes to runs/imagenet/ on a CPU machine with the wheels (19 MB):
+# carry that folder (the device tool's carry: ["runs/imagenet"]); without it they are
+# skipped. Training the paper's
 # networks needs train.tar (77 MB), which does not fit the tool's 64 MiB beside the
 # repo; TRAIN_MODELS="allcnn nin vgg16" trains them first where DATA holds train.tar
 # (TRAIN_MINUTES each; raise BUDGET, in seconds, to match).
@@ -54,12 +65,20 @@ if [ "${SMOKE:-0}" = 1 ]; then
   SPARSE=(--problems 2 --candidates 8 --reps 2 --attack-images 2 --attack-population 8
           --attack-generations 2)
   TAIL=(--images 2 --generations 2 --repeat 1 --variants whole,default)
+  LITE=tests/fixtures/lite.onnx; LITE_SPARSE=(--problems 1 --candidates 8 --reps 1)
+  IMAGENET=(--onnx tests/fixtures/lite.onnx --workdir "$RUNS/imagenet" --batch 2 --reps 1
+            --backends "" --pixels 1 --forwards dense,sparse --strategy sparse-rs --budget 40
+            --attack-all)
 else
   BUDGET=${BUDGET:-540}; ZOO=tiny,resnet20,allcnn,nin,vgg16; SLOTS=82; DTYPES=float32,bfloat16
   GENS=3; BIG=10000; SMALL=1000; PAPER=500; KS=1,3,5; REPRO=(--images 32 --slots 4,82)
   SEARCH=()
   SPARSE=(--problems 82 --candidates 400 --reps 5 --attack-images 20)
   TAIL=(--images 20 --repeat 2 --variants whole,default)
+  LITE=${IMAGENET_DIR:-runs/imagenet}/efficientnet_lite0.onnx
+  LITE_SPARSE=(--problems 8 --candidates 400 --reps 3)
+  IMAGENET=(--onnx "$LITE" --workdir "${IMAGENET_DIR:-runs/imagenet}" --batch 64 --reps 3
+            --backends "" --pixels 1 --forwards dense,sparse --strategy de --budget 40400)
 fi
 [ "$DATA" = sample ] && BIG=$(( BIG < 1000 ? BIG : 1000 ))
 t0=$SECONDS
@@ -101,9 +120,20 @@ step throughput 150 $PY benchmarks/throughput.py --models "$ZOO" --slots "$SLOTS
     --out "$OUT/throughput.json"
 step "sparse forward" 150 $PY benchmarks/sparse_forward.py --models "$ZOO" --pixels "$KS" \
     "${SPARSE[@]}" --out "$RUNS/sparse_forward"  # rows and table go to log.txt
+if [ -f "$LITE" ]; then
+  step "sparse forward, EfficientNet-Lite0" 120 $PY benchmarks/sparse_forward.py \
+      --models "$LITE" --pixels 1,3 "${LITE_SPARSE[@]}" --out "$RUNS/sparse_lite"
+else
+  log "sparse forward, EfficientNet-Lite0: no $LITE (see the header), not run"
+fi
 step "tiny, $BIG images" 180 $PY benchmarks/timed_attack.py --model tiny --data "$DATA" \
     --images "$BIG" --target-seconds $(( 120 * BIG / 10000 )) "${SEARCH[@]}" \
     --out "$RUNS/tiny" --json "$OUT/tiny_10k.json"
+if [ -f "$LITE" ]; then
+  step imagenet 200 $PY benchmarks/imagenet.py "${IMAGENET[@]}" --out "$RUNS/imagenet_run"
+else
+  log "imagenet: no $LITE (see the header), not run"
+fi
 step "batch invariance" 60 $PY benchmarks/batch_invariance.py "${REPRO[@]}" "${SEARCH[@]}" \
     --json "$OUT/repro.json"
 step tail 60 $PY benchmarks/tail.py --pixels 3 "${TAIL[@]}" --out "$RUNS/tail"
@@ -134,6 +164,7 @@ for name in ("tiny_10k", "allcnn_1k"):
     else:
         print(f"{name}: no result")
 for p in (out / "throughput.md", Path(sys.argv[2]) / "sparse_forward.md",
+          Path(sys.argv[2]) / "sparse_lite.md", Path(sys.argv[2]) / "imagenet_run.md",
           Path(sys.argv[2]) / "tail.md", out / "paper_table.md"):
     name = p.name
     print(p.read_text() if p.exists() else f"{name}: no result")

@@ -140,14 +140,12 @@ def best_of(fns: dict, reps: int) -> dict[str, float]:
 
 
 def speed(net, path: Path, batch: int, reps: int, threads: int, backends) -> dict:
+    """Seconds per batch of each route (PyTorch's only where ``net`` is given)."""
     import jax
-    import torch
 
     from jaxattack import models
 
-    torch.set_num_threads(threads)
     x = np.random.default_rng(0).integers(0, 256, (batch, 224, 224, 3), dtype=np.uint8)
-    xt = torch.from_numpy(x.astype(np.float32) / 255).permute(0, 3, 1, 2).contiguous()
     kw = dict(input_scale=1, check=False, outputs="logits", num_classes=1000)
     clf = models.from_file(path, **kw)
     fns, compile_s = {}, {}
@@ -165,15 +163,22 @@ def speed(net, path: Path, batch: int, reps: int, threads: int, backends) -> dic
     for name, c in variants.items():
         fns[name], compile_s[name] = jitted(c)
 
-    def run_torch():
-        with torch.no_grad():
-            net(xt)
+    if net is not None:
+        import torch
 
-    fns["pytorch"] = run_torch
+        torch.set_num_threads(threads)
+        xt = torch.from_numpy(x.astype(np.float32) / 255).permute(0, 3, 1, 2).contiguous()
+
+        def run_torch():
+            with torch.no_grad():
+                net(xt)
+
+        fns["pytorch"] = run_torch
     sec = best_of(fns, reps)
+    base = sec.get("pytorch")
     return {"batch": batch, "threads": threads, "seconds": sec, "compile_s": compile_s,
             "images_per_s": {k: batch / v for k, v in sec.items()},
-            "vs_pytorch": {k: sec["pytorch"] / v for k, v in sec.items()}}
+            "vs_pytorch": {k: base / v for k, v in sec.items()} if base else {}}
 
 
 RSS_WRAPPER = """
@@ -230,6 +235,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-attack", action="store_true")
+    ap.add_argument("--attack-all", action="store_true",
+                    help="attack every photo, classified correctly or not (label: its top-1)")
     ap.add_argument("--out", default=None, help="write OUT.json and OUT.md")
     args = ap.parse_args(argv)
     from PIL import Image
@@ -248,13 +255,19 @@ def main(argv=None):
         have_torch, net = False, None
         print(f"no PyTorch model ({e}): PyTorch's rows are skipped", file=sys.stderr)
     if not path.exists():
+        if net is None:
+            raise SystemExit(f"{path} does not exist, and building it needs PyTorch and the "
+                             f"EfficientNet wheels (see the docstring)")
         result["export_s"] = export(net, path)
     imgs = photos()
-    names = list(imgs)
-    x = np.stack([imgs[n] for n in names])
+    photo_names = list(imgs)
+    x = np.stack([imgs[n] for n in photo_names])
     t = time.perf_counter()
-    clf = models.from_file(path, input_scale=1, class_names=imagenet_names())
+    clf = models.from_file(path, input_scale=1)
     result["import_s"] = time.perf_counter() - t
+    names_1000 = imagenet_names()
+    if names_1000 and clf.num_classes == len(names_1000):
+        clf = clf.replace(class_names=names_1000)
     result["classifier"] = repr(clf)
     probs = ja.predict(clf, x)
     top1 = probs.argmax(-1)
@@ -263,7 +276,7 @@ def main(argv=None):
         ref = torch_probs(net, x)
         result["max_prob_diff_vs_pytorch"] = float(np.abs(probs - ref).max())
     label = clf.class_names or tuple(map(str, range(clf.num_classes)))
-    for i, n in enumerate(names):
+    for i, n in enumerate(photo_names):
         correct = int(top1[i]) in PHOTOS[n]
         result["photos"][n] = {"top1": int(top1[i]), "top1_name": label[top1[i]],
                                "prob": float(probs[i].max()), "correct": correct,
@@ -272,7 +285,7 @@ def main(argv=None):
         d.mkdir(parents=True, exist_ok=True)
         Image.fromarray(imgs[n]).save(d / f"{n}.png")
     print(json.dumps(result, indent=1), flush=True)
-    if not args.skip_speed and have_torch:
+    if not args.skip_speed:
         result["speed"] = speed(net, path, args.batch, args.reps, args.torch_threads,
                                 [b for b in args.backends.split(",") if b])
         print(json.dumps(result["speed"], indent=1), flush=True)
@@ -280,8 +293,8 @@ def main(argv=None):
     if not args.skip_attack:
         for k in map(int, args.pixels.split(",")):
             for forward in args.forwards.split(","):
-                for n in names:
-                    if not result["photos"][n]["correct"]:
+                for n in photo_names:
+                    if not (result["photos"][n]["correct"] or args.attack_all):
                         continue
                     run = work / "runs" / f"{n}-k{k}-{args.strategy}-{forward}"
                     r = attack(path, work / "photos" / n, run, k, args.strategy,
@@ -305,7 +318,8 @@ def write(out, result):
     Path(out + ".json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [f"Machine: {result['machine']}", "", f"Classifier: {result['classifier']}",
              f"import {result['import_s']:.1f} s; largest probability difference to "
-             f"PyTorch on the photos: {result.get('max_prob_diff_vs_pytorch', float('nan')):.1e}",
+             f"PyTorch on the photos: {result.get('max_prob_diff_vs_pytorch', float('nan')):.1e}"
+             f" (tolerance 1e-4: {result.get('max_prob_diff_vs_pytorch', 1) <= 1e-4})",
              "", "| photo | top-1 (jaxattack) | PyTorch's top-1 | probability | "
              "classified correctly |", "|---|---|---:|---:|---|"]
     for n, p in result["photos"].items():
@@ -318,9 +332,10 @@ def write(out, result):
                   "| route | s per batch | images/s | vs PyTorch | compile s |",
                   "|---|---:|---:|---:|---:|"]
         for k, v in sp["seconds"].items():
-            c = sp["compile_s"].get(k)
+            c, vs = sp["compile_s"].get(k), sp["vs_pytorch"].get(k)
             lines.append(f"| {k} | {v:.2f} | {sp['images_per_s'][k]:.1f} | "
-                         f"{sp['vs_pytorch'][k]:.2f}x | {'—' if c is None else f'{c:.1f}'} |")
+                         f"{'—' if vs is None else f'{vs:.2f}x'} | "
+                         f"{'—' if c is None else f'{c:.1f}'} |")
     if result.get("attacks"):
         lines += ["", "| photo | k | search | forward | success | queries | top-1 after | "
                       "wall s | peak RSS MiB |", "|---|---:|---|---|---|---:|---|---:|---:|"]
