@@ -67,8 +67,8 @@ if [ "${SMOKE:-0}" = 1 ]; then
   TAIL=(--images 2 --generations 2 --repeat 1 --variants whole,default)
   LITE=tests/fixtures/lite.onnx; LITE_SPARSE=(--problems 1 --candidates 8 --reps 1)
   IMAGENET=(--onnx tests/fixtures/lite.onnx --workdir "$RUNS/imagenet" --batch 2 --reps 1
-            --backends "" --pixels 1 --forwards dense,sparse --strategy sparse-rs --budget 40
-            --attack-all)
+            --backends "" --pixels 1 --forwards sparse --strategy sparse-rs --budget 40
+            --attack-all --photos chelsea)
 else
   BUDGET=${BUDGET:-540}; ZOO=tiny,resnet20,allcnn,nin,vgg16; SLOTS=82; DTYPES=float32,bfloat16
   GENS=3; BIG=10000; SMALL=1000; PAPER=500; KS=1,3,5; REPRO=(--images 32 --slots 4,82)
