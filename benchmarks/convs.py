@@ -21,12 +21,11 @@ import argparse
 import functools
 import json
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from engine_overhead import machine
+from engine_overhead import machine, write_outputs
 from flax import nnx
 from jax import lax
 
@@ -170,11 +169,7 @@ def main(argv=None):
                      f"{m['max_prob_diff'][k]:.1e} |")
     lines.append(f"\nLowered grouped model vs its dense-convolution form: "
                  f"{m['lowered_vs_dense_form']:.2f}x")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out + ".json").write_text(json.dumps(result, indent=2) + "\n")
-        Path(args.out + ".md").write_text(text)
+    write_outputs(args.out, result, "\n".join(lines) + "\n")
     return result
 
 

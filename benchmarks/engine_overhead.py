@@ -83,6 +83,14 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, {dev.platform}: {kind}"
 
 
+def write_outputs(out: str | None, result: dict, text: str) -> None:
+    """Print ``text``; with ``out``, write ``OUT.json`` (``result``) and ``OUT.md`` (``text``)."""
+    print(text)
+    if out:
+        Path(out + ".json").write_text(json.dumps(result, indent=2) + "\n")
+        Path(out + ".md").write_text(text)
+
+
 def markdown(rows: list[dict]) -> str:
     out = ["| model | devices | slots | batch | raw img/s | attack q/s | attack/raw | "
            "compile s |", "|---|---|---|---|---|---|---|---|"]

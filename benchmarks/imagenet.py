@@ -326,10 +326,12 @@ def write(out, result):
     if not out:
         return
     Path(out + ".json").write_text(json.dumps(result, indent=1) + "\n")
+    diff = result.get("max_prob_diff_vs_pytorch")
+    check = (f"largest probability difference to PyTorch on the photos: {diff:.1e} "
+             f"(tolerance 1e-4: {diff <= 1e-4})" if diff is not None
+             else "not compared with PyTorch (no PyTorch model of this network)")
     lines = [f"Machine: {result['machine']}", "", f"Classifier: {result['classifier']}",
-             f"import {result['import_s']:.1f} s; largest probability difference to "
-             f"PyTorch on the photos: {result.get('max_prob_diff_vs_pytorch', float('nan')):.1e}"
-             f" (tolerance 1e-4: {result.get('max_prob_diff_vs_pytorch', 1) <= 1e-4})",
+             f"import {result['import_s']:.1f} s; {check}",
              "", "| photo | top-1 (jaxattack) | PyTorch's top-1 | probability | "
              "classified correctly |", "|---|---|---:|---:|---|"]
     for n, p in result["photos"].items():

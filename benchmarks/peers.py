@@ -233,6 +233,8 @@ def main(argv=None):  # noqa: C901 - one linear script
         if len(ids) < len(asked):
             print(f"--image-ids: {len(asked) - len(ids)} of {len(asked)} misclassified, "
                   f"left out: {sorted(set(asked.tolist()) - set(ids.tolist()))}", flush=True)
+        if not len(ids):
+            raise SystemExit("--image-ids: none of them is classified correctly")
     x, y = x_all[ids], y_all[ids]
     n = len(ids)
 

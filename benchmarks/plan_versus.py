@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine_overhead import machine
+from engine_overhead import machine, write_outputs
 
 HERE = Path(__file__).resolve().parents[1]
 
@@ -83,11 +83,7 @@ def main(argv=None):
         lines.append(f"| {row['model']} | {row['k']} | {ms(t, 'dense_s')} / {ms(b, 'dense_s')}"
                      f" | {ms(t, 'sparse_s')} / {ms(b, 'sparse_s')} | {su(t)} / {su(b)} | "
                      f"{ratio} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out + ".json").write_text(json.dumps(result, indent=2) + "\n")
-        Path(args.out + ".md").write_text(text)
+    write_outputs(args.out, result, "\n".join(lines) + "\n")
     return result
 
 
