@@ -38,8 +38,9 @@ def main(argv=None):
     from engine_overhead import machine
 
     import jaxattack as ja
-    from jaxattack import engine, problems
-    from jaxattack.sharding import make_mesh
+    from jaxattack import engine
+    from jaxattack.engine.sharding import make_mesh
+    from jaxattack.pixels import problems
 
     mesh = make_mesh(1)
     blocks = [int(b) for b in args.blocks.split(",")]

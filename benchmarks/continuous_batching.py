@@ -32,10 +32,11 @@ def main(argv=None):
     import jax
     import numpy as np
 
-    from jaxattack import AttackConfig, data, engine, models, problems
+    from jaxattack import AttackConfig, data, engine, models
     from jaxattack.data import select_images
-    from jaxattack.sharding import make_mesh
-    from jaxattack.verify import Collector
+    from jaxattack.engine.sharding import make_mesh
+    from jaxattack.pixels import problems
+    from jaxattack.pixels.verify import Collector
 
     clf = models.load(args.model)
     x, y, _ = data.load(args.data)

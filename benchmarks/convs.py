@@ -1,4 +1,4 @@
-"""The convolution forms of ``jaxattack.convs`` against XLA's own, per shape, and a small
+"""The convolution forms of ``jaxattack.programs.convs`` against XLA's own, per shape, and a small
 NNX model with grouped convolutions against its own dense-convolution form.
 
     python benchmarks/convs.py --out benchmarks/results/convs_cpu
@@ -29,7 +29,8 @@ from engine_overhead import machine, write_outputs
 from flax import nnx
 from jax import lax
 
-from jaxattack import convs, models
+from jaxattack import models
+from jaxattack.programs import convs
 
 DN = ("NHWC", "HWIO", "NHWC")
 # (batch, map, cin, cout, kernel, stride, groups): EfficientNet-Lite0's depthwise

@@ -26,8 +26,9 @@ def measure(clf, mesh, slots: int, population: int, generations: int, repeats: i
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    from jaxattack import AttackConfig, engine, problems
-    from jaxattack.sharding import AXIS
+    from jaxattack import AttackConfig, engine
+    from jaxattack.engine.sharding import AXIS
+    from jaxattack.pixels import problems
 
     h, w, c = clf.input_shape or (32, 32, 3)
     n_dev = mesh.devices.size
@@ -116,7 +117,7 @@ def main(argv=None):
 
     jax.config.update("jax_num_cpu_devices", max(counts))  # only affects the CPU backend
     from jaxattack import models
-    from jaxattack.sharding import make_mesh
+    from jaxattack.engine.sharding import make_mesh
 
     clf = models.load(args.model, weights=None)
     rows = []

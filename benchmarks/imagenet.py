@@ -16,7 +16,7 @@
 3. **Import** the file with ``models.from_file(path, input_scale=1)`` and check its
    top-1 and probabilities against PyTorch's on the photos (within 1e-4).
 4. **Speed**: the raw forward at ``--batch`` (64) float32 through jaxattack (its
-   convolutions lowered, ``jaxattack.convs``), through the same import without the
+   convolutions lowered, ``jaxattack.programs.convs``), through the same import without the
    lowering (XLA's own depthwise convolutions), through jaxonnxruntime, and through
    PyTorch (``--torch-threads`` threads, ``torch.no_grad``), alternated, best of
    ``--reps``.

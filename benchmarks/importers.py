@@ -166,7 +166,7 @@ def main(argv=None):
     from engine_overhead import cpu_model, machine
 
     from jaxattack import data
-    from jaxattack.sharding import make_mesh
+    from jaxattack.engine.sharding import make_mesh
 
     images, _, _ = data.load("sample", limit=args.batch)
     rows = []

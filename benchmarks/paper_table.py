@@ -52,7 +52,8 @@ def main(argv=None):
 
     from engine_overhead import machine
 
-    from jaxattack import report, sweep
+    from jaxattack.reports import report
+    from jaxattack.runs import sweep
 
     exps = sweep.grid(args.models.split(","), pixels=[int(k) for k in args.pixels.split(",")],
                       mode=args.modes.split(","), data=args.data, population=args.population,

@@ -186,8 +186,9 @@ def main(argv=None):  # noqa: C901 - one linear script
     import torch_port
 
     import jaxattack as ja
-    from jaxattack import codec, data, models
+    from jaxattack import data, models
     from jaxattack.classifier import predict
+    from jaxattack.strategies import codec
 
     torch.set_num_threads(args.torch_threads)
     versions = {"python": platform.python_version(), "jax": jax.__version__,
@@ -239,7 +240,7 @@ def main(argv=None):  # noqa: C901 - one linear script
     n = len(ids)
 
     from jaxattack.engine import default_slots
-    from jaxattack.sharding import make_mesh
+    from jaxattack.engine.sharding import make_mesh
 
     slots = default_slots(args.population, n, make_mesh())
     raw = raw_forward(clf, net, args.population, slots * args.population, jax, torch,

@@ -29,7 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 from engine_overhead import machine  # the benchmarks' one machine line
 
-from jaxattack import codec, data, evaluation, models, slots, sparse
+from jaxattack import data, models, sparse
+from jaxattack.engine import slots
+from jaxattack.pixels import evaluation
+from jaxattack.strategies import codec
 
 MANIFEST = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "manifest.json"
 

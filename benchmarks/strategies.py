@@ -239,7 +239,7 @@ def _within(group, q):
 
 def _paired(rows, budgets) -> list[str]:
     """One line per (k, budget, strategy) against the first strategy run at that k."""
-    from jaxattack.stats import paired
+    from jaxattack.pixels.stats import paired
 
     lines = []
     for k in dict.fromkeys(r["pixels"] for r in rows):
@@ -263,7 +263,7 @@ def _figure(rows, path, top):
     import numpy as np
     from matplotlib.figure import Figure
 
-    from jaxattack.stats import wilson
+    from jaxattack.pixels.stats import wilson
 
     ks = sorted({r["pixels"] for r in rows})
     names = list(dict.fromkeys(r["strategy"] for r in rows))  # one colour per strategy

@@ -128,7 +128,7 @@ def main(argv=None):
     jax.config.update("jax_num_cpu_devices", max(counts))  # only affects the CPU backend
     from engine_overhead import machine, markdown, measure
 
-    from jaxattack.sharding import make_mesh
+    from jaxattack.engine.sharding import make_mesh
 
     counts = [n for n in counts if n <= len(jax.local_devices())]
     if args.memory_batches:

@@ -38,7 +38,8 @@ def main(argv=None) -> dict:
 
     from engine_overhead import machine
 
-    from jaxattack import report, sweep
+    from jaxattack.reports import report
+    from jaxattack.runs import sweep
 
     out = Path(args.out or tempfile.mkdtemp(prefix="timed_attack_"))
     if out.exists() and any(out.iterdir()):

@@ -6,16 +6,25 @@ The public submodules (``ja.models``, ``ja.data``, ``ja.sweep``, ``ja.report``,
 
 import importlib
 
-from jaxattack.attack import AttackConfig, attack
 from jaxattack.caches import clear_caches
 from jaxattack.classifier import Classifier, predict
-from jaxattack.minimum_k import MinKResult, minimum_k
-from jaxattack.result import AttackResult
+from jaxattack.pixels.result import AttackResult
+from jaxattack.runs.attack import AttackConfig, attack
+from jaxattack.runs.minimum_k import MinKResult, minimum_k
 
 __version__ = "0.2.0"
-SUBMODULES = ("codec", "data", "de", "distributed", "engine", "evaluation", "models",
-              "objective", "problems", "report", "robust", "sharding", "stats", "store",
-              "strategies", "sweep", "train", "verify")
+# Public short names -> their modules (``ja.sweep`` is ``jaxattack.runs.sweep``).
+SUBMODULES = {
+    "codec": "strategies.codec", "data": "data", "de": "strategies.de",
+    "distributed": "runs.distributed", "engine": "engine", "evaluation": "pixels.evaluation",
+    "models": "models", "objective": "pixels.objective", "problems": "pixels.problems",
+    "report": "reports.report", "robust": "runs.robust", "sharding": "engine.sharding",
+    "stats": "pixels.stats", "store": "data.store", "strategies": "strategies",
+    "sweep": "runs.sweep", "train": "train", "verify": "pixels.verify",
+    # the folders themselves
+    "pixels": "pixels", "programs": "programs", "reports": "reports", "runs": "runs",
+    "sparse": "sparse",
+}
 __all__ = [
     "AttackConfig", "AttackResult", "Classifier", "MinKResult", "attack", "clear_caches",
     "minimum_k", "predict", "__version__", *SUBMODULES,
@@ -24,5 +33,5 @@ __all__ = [
 
 def __getattr__(name):
     if name in SUBMODULES:
-        return importlib.import_module(f"jaxattack.{name}")
+        return importlib.import_module(f"jaxattack.{SUBMODULES[name]}")
     raise AttributeError(f"module 'jaxattack' has no attribute {name!r}")

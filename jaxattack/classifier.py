@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxattack import convs
 from jaxattack.caches import memoize
+from jaxattack.programs import convs
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 
@@ -35,7 +35,7 @@ class Classifier:
       class_names: optional names, index-aligned with the outputs.
       name: a label for reports.
       lower: compute the model's convolutions in their fast forms for the platform
-        (``jaxattack.convs``: depthwise, grouped and 1x1 convolutions on XLA:CPU); the
+        (``jaxattack.programs.convs``: depthwise, grouped and 1x1 convolutions on XLA:CPU); the
         results equal XLA's to float rounding. False: ``apply_fn`` exactly as it is.
 
     The sparse forward reads the network from ``apply_fn``'s jaxpr (``jaxattack.sparse``):

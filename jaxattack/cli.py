@@ -26,8 +26,8 @@ __all__ = ["DATA_OPTIONS", "DEMO_IMAGES", "MODEL_OPTIONS", "build_parser", "main
 
 def _runtime_errors() -> tuple[type[Exception], ...]:
     """Errors shown as one line; only evaluated when one is raised (keeps flax off start-up)."""
+    from jaxattack.data.store import StoreLocked
     from jaxattack.models.weights import WeightsError
-    from jaxattack.store import StoreLocked
 
     return (ValueError, TypeError, FileNotFoundError, KeyError, ImportError, OSError,
             WeightsError, StoreLocked)
@@ -74,7 +74,7 @@ def _dispatch(args) -> int:
 
 
 def _repair(run: Path) -> int:
-    from jaxattack.store import QUARANTINE, repair
+    from jaxattack.data.store import QUARANTINE, repair
 
     moved = repair(run)
     if not moved:
@@ -113,8 +113,8 @@ def _strategy_params(items: list[str], names: list[str]) -> dict[str, dict]:
 
 def _experiments(args) -> list:
     """The experiments of an ``attack`` or ``sweep`` command."""
-    from jaxattack import sweep
-    from jaxattack.attack import AttackConfig
+    from jaxattack.runs import sweep
+    from jaxattack.runs.attack import AttackConfig
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(AttackConfig)}
     del values["batch_size"]  # a run setting (sweep.run's), not part of an experiment
@@ -135,13 +135,13 @@ def _experiments(args) -> list:
 
 
 def _attack_or_sweep(args) -> int:
-    from jaxattack import sweep
+    from jaxattack.runs import sweep
 
     exps = _experiments(args)
     out = (args.out or _default_out(args)) if args.command == "attack" else args.out
     lead = True
     if getattr(args, "distributed", False):
-        from jaxattack import distributed
+        from jaxattack.runs import distributed
 
         lead = distributed.initialize(args.coordinator, args.num_processes, args.process_id,
                                       cpu_collectives="gloo")[0] == 0
@@ -167,8 +167,8 @@ def _default_out(args) -> str:
 
 def _report(run: Path, only: set[str] | None = None) -> int:
     """Write the run's report; print its table (``only``: of these experiments)."""
-    from jaxattack import report
-    from jaxattack.store import shard_paths
+    from jaxattack.data.store import shard_paths
+    from jaxattack.reports import report
 
     if not shard_paths(run):
         raise FileNotFoundError(f"no results.jsonl (or results.p*.jsonl shards) in {run}")
@@ -198,7 +198,7 @@ def _models() -> int:
 
 
 def _evaluate(args) -> int:
-    from jaxattack import robust
+    from jaxattack.runs import robust
 
     result = robust.evaluate(
         args.model, args.data, out=args.out, images=args.images, ks=args.pixels,
@@ -218,7 +218,7 @@ def _eval(args) -> int:
     from jaxattack import data
     from jaxattack.classifier import predict
     from jaxattack.data import select_images
-    from jaxattack.sweep import load_classifier
+    from jaxattack.runs.sweep import load_classifier
 
     clf = load_classifier(args.model, **_options(args, MODEL_OPTIONS))
     x, y, _ = data.load(args.data, split=args.split, **_options(args, DATA_OPTIONS))

@@ -47,7 +47,7 @@ def _value(text: str, annotation: str):
 def _config_options(p: argparse.ArgumentParser, sweep: bool) -> None:
     """One option per AttackConfig field, from its metadata (``attack.setting``); a sweep
     takes a comma list for the fields that have a ``sweep`` name."""
-    from jaxattack.attack import AttackConfig
+    from jaxattack.runs.attack import AttackConfig
 
     for f in dataclasses.fields(AttackConfig):
         meta = f.metadata

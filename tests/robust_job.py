@@ -5,7 +5,7 @@
 
 import sys
 
-from jaxattack import robust
+from jaxattack.runs import robust
 from tests import toys
 
 ATTACKS = ("sparse-rs:40", "de:400", "oracle")

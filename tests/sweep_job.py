@@ -5,7 +5,7 @@
 
 import sys
 
-from jaxattack import sweep
+from jaxattack.runs import sweep
 from tests import toys
 
 # forward is pinned: "auto" times both forwards in each process and may choose
@@ -30,7 +30,7 @@ if __name__ == "__main__":
 
     jax.config.update("jax_num_cpu_devices", int(sys.argv[2]) if len(sys.argv) > 2 else 2)
     if len(sys.argv) > 3:
-        from jaxattack import distributed
+        from jaxattack.runs import distributed
 
         coordinator, n, i = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
         distributed.initialize(coordinator, n, i, cpu_collectives="gloo")

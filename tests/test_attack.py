@@ -177,9 +177,10 @@ def test_a_success_that_does_not_survive_verification_is_not_reported():
 
 
 def test_continuous_batching_equals_fixed_batches_and_wastes_less():
-    from jaxattack import engine, problems
-    from jaxattack.sharding import make_mesh
-    from jaxattack.verify import Collector
+    from jaxattack import engine
+    from jaxattack.engine.sharding import make_mesh
+    from jaxattack.pixels import problems
+    from jaxattack.pixels.verify import Collector
 
     clf = toys.small_cnn()
     x = toys.random_images(24, 10, 10)

@@ -153,7 +153,7 @@ def test_console_script_help():
 def test_every_config_field_is_an_option_with_its_help():
     import dataclasses
 
-    from jaxattack.attack import AttackConfig
+    from jaxattack.runs.attack import AttackConfig
 
     for command, extra in (("attack", []), ("sweep", ["--out", "x"])):
         args = cli.build_parser().parse_args([command, *extra])

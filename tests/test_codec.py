@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from jaxattack import codec
+from jaxattack.strategies import codec
 
 
 def test_bounds_layout():

@@ -1,4 +1,4 @@
-"""The fast convolution forms (``jaxattack.convs``) against XLA's own convolution, and the
+"""The fast convolution forms (``jaxattack.programs.convs``) against XLA's own convolution, and the
 lowering that computes a model's convolutions in them (issue 33)."""
 
 import jax
@@ -9,7 +9,8 @@ from flax import nnx
 from jax import lax
 
 import jaxattack as ja
-from jaxattack import convs, jaxprs, models
+from jaxattack import models
+from jaxattack.programs import convs, jaxprs
 from tests import toys
 
 DN = ("NHWC", "HWIO", "NHWC")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from jaxattack import de
+from jaxattack.strategies import de
 
 
 def test_sample_indices_shape_distinct_and_not_self():

@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxattack import engine, sizing, strategies
-from jaxattack.codec import PixelSpace
-from jaxattack.sharding import make_mesh
+from jaxattack import engine, strategies
+from jaxattack.engine import sizing
+from jaxattack.engine.sharding import make_mesh
+from jaxattack.strategies.codec import PixelSpace
 
 SPACE = PixelSpace(1, 4, 4, 3)  # 5 genes
 
@@ -289,7 +290,7 @@ def test_default_block_splits_populations_only_on_listed_platforms(monkeypatch):
 
 def test_active_slots_first_in_slot_order():
     """The chunked evaluation's order: a stable argsort of the inactive flags."""
-    from jaxattack.slots import _active_first
+    from jaxattack.engine.slots import _active_first
     rng = np.random.default_rng(0)
     for size in (1, 2, 5, 20, 33):
         for share in (0.0, 0.3, 0.9, 1.0):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxattack import report
+from jaxattack.reports import report
 
 NAMES = ["airplane", "automobile", "bird", "cat", "deer",
          "dog", "frog", "horse", "ship", "truck"]
@@ -328,7 +328,7 @@ def test_rows_differing_only_in_loss_are_separate_lines():
 def test_paired_difference_known_answer_and_mcnemar():
     from scipy.stats import binomtest
 
-    from jaxattack.stats import paired
+    from jaxattack.pixels.stats import paired
 
     # 255 problems: 160 both fooled, 4 only by a, 23 only by b, 68 by neither.
     a = np.array([1] * 160 + [1] * 4 + [0] * 23 + [0] * 68, bool)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import jaxattack as ja
-from jaxattack import robust
+from jaxattack.runs import robust
 from jaxattack.strategies.oracle import candidates_total, oracle_budget
 from tests import robust_job, toys
 

@@ -21,9 +21,12 @@ import pytest
 from flax import nnx
 
 import jaxattack as ja
-from jaxattack import codec, data, evaluation, models, sparse, sweep
+from jaxattack import data, models, sparse
 from jaxattack.classifier import predict
+from jaxattack.pixels import evaluation
+from jaxattack.runs import sweep
 from jaxattack.sparse import geometry
+from jaxattack.strategies import codec
 from tests import toys
 
 ZOO = ("tiny", "resnet20", "allcnn", "nin", "vgg16")

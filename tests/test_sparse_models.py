@@ -18,7 +18,9 @@ from flax import nnx  # noqa: E402
 from jax import lax  # noqa: E402
 
 import jaxattack as ja  # noqa: E402
-from jaxattack import codec, data, evaluation, models, sparse  # noqa: E402
+from jaxattack import data, models, sparse  # noqa: E402
+from jaxattack.pixels import evaluation
+from jaxattack.strategies import codec
 from tests import toys  # noqa: E402
 from tests.fixtures import make_fixtures as mf  # noqa: E402
 from tests.test_sparse import assert_exact, candidates, init  # noqa: E402

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 import jaxattack as ja
-from jaxattack import codec, objective, strategies
-from jaxattack.codec import PixelSpace
+from jaxattack import strategies
+from jaxattack.pixels import objective
+from jaxattack.strategies import codec
+from jaxattack.strategies.codec import PixelSpace
 from jaxattack.strategies.learned_rs import sample_positions
 from jaxattack.strategies.sparse_rs import _ranks, resample_fraction
 from tests import toys
@@ -168,7 +170,7 @@ def test_strategy_params_reach_the_strategy_and_are_checked():
 
 
 def test_minimum_k_on_a_model_that_needs_two_pixels():
-    from jaxattack.minimum_k import minimum_k
+    from jaxattack.runs.minimum_k import minimum_k
 
     def apply_fn(params, x):  # class 1 only if pixel (1, 2) is red AND (3, 0) is green
         x = x.astype(jnp.float32)

@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 
 import jaxattack as ja
-from jaxattack import codec, data, evaluation, problems, sweep
-from jaxattack import store as store_mod
+from jaxattack import data
 from jaxattack.classifier import predict
+from jaxattack.data import store as store_mod
+from jaxattack.pixels import evaluation, problems
+from jaxattack.runs import sweep
+from jaxattack.strategies import codec
 from tests import sweep_job, toys
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,7 +197,7 @@ def test_bad_sweep_arguments(tmp_path):
 
 _HOLD = """
 import sys, time
-from jaxattack.store import ResultStore
+from jaxattack.data.store import ResultStore
 shard = (int(sys.argv[2]), int(sys.argv[3]))
 with ResultStore(sys.argv[1], shard=shard).writing():
     print("locked", flush=True)

@@ -37,7 +37,7 @@ def check_images(shape: tuple[int, int, int], n: int = CHECK_IMAGES):
     channel counts other than 1 and 3. Returns ``(images, labels or None)``."""
     from PIL import Image
 
-    from .. import data
+    from jaxattack import data
 
     h, w, c = shape
     x, y, _ = data.load("sample", limit=n)

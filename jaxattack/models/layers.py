@@ -35,7 +35,7 @@ def global_avg_pool(x: jax.Array) -> jax.Array:
 
 class ConvBN(nnx.Module):
     """kxk convolution without bias, BatchNorm, ReLU. Plain ``nnx.Conv``: the attack
-    computes it in the fastest form for the platform (``jaxattack.convs``)."""
+    computes it in the fastest form for the platform (``jaxattack.programs.convs``)."""
 
     def __init__(self, cin: int, cout: int, *, rngs: nnx.Rngs, kernel: int = 3,
                  stride: int = 1, relu: bool = True, padding: str = "SAME"):

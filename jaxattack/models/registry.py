@@ -10,7 +10,8 @@ from pathlib import Path
 import jax
 from flax import nnx
 
-from ..files import write_atomic
+from jaxattack.data.files import write_atomic
+
 from .allcnn import AllCNNC
 from .nin import NiN
 from .resnet import resnet20

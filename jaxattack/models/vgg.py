@@ -15,7 +15,7 @@ class VGG(nnx.Module):
     """Conv-BN-ReLU stack from ``cfg`` | 512-unit hidden layer | classes.
 
     XLA:CPU's convolution is ~57x slower on the last block's 2x2 feature maps than
-    im2col + one matmul; the attack computes those as that (``jaxattack.convs``).
+    im2col + one matmul; the attack computes those as that (``jaxattack.programs.convs``).
     """
 
     def __init__(self, num_classes: int = 10, cfg=VGG16, *, rngs: nnx.Rngs):

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 from flax import nnx, serialization
 
-from ..files import write_atomic
+from jaxattack.data.files import write_atomic
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "weights"
 

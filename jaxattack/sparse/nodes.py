@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxattack import convs, jaxprs
+from jaxattack.programs import convs, jaxprs
 
 # Window convolutions with at most this many input channels run as XLA's convolution
 # on the batch of crops; wider ones as im2col + one matmul. Measured on the 2-core CPU

@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxattack import jaxprs
 from jaxattack.caches import memoize
+from jaxattack.programs import jaxprs
 from jaxattack.sparse.nodes import (
     IDENTITY,
     Blocked,

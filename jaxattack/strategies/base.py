@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 import jax.numpy as jnp
 
-from jaxattack.codec import PixelSpace
+from jaxattack.strategies.codec import PixelSpace
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@
   member's F is redrawn from U(``F_low``, ``F_high``) and its CR from U(0, 1); a new
   value survives only with a successful child.
 
-All use the shared DE core (``jaxattack.de``): distinct indices, out-of-range genes
+All use the shared DE core (``jaxattack.strategies.de``): distinct indices, out-of-range genes
 re-drawn uniformly, and greedy selection (a child replaces its parent only if strictly
 better). The initial population is the paper's.
 """
@@ -24,7 +24,7 @@ from typing import ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxattack import de
+from jaxattack.strategies import de
 from jaxattack.strategies.base import Strategy
 
 

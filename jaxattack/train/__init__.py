@@ -31,7 +31,8 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from .. import data, models
+from jaxattack import data, models
+
 from ..models import registry, weights
 from .checkpoints import load_checkpoint, save_checkpoint
 from .steps import (

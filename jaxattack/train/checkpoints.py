@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from ..files import write_atomic
+from jaxattack.data.files import write_atomic
+
 from .steps import TrainState
 
 

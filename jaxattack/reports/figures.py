@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxattack.aggregates import (
+from jaxattack.reports.aggregates import (
     CORE_FIELDS,
     GROUP_FIELDS,
     MAX_PANELS,

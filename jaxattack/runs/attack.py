@@ -11,12 +11,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxattack import codec, engine, inputs, objective, problems, strategies
+from jaxattack import engine, strategies
 from jaxattack.classifier import Classifier
-from jaxattack.evaluation import FORWARDS, evaluator
-from jaxattack.result import AttackResult
-from jaxattack.sharding import make_mesh
-from jaxattack.verify import Collector, verify
+from jaxattack.engine.sharding import make_mesh
+from jaxattack.pixels import inputs, objective, problems
+from jaxattack.pixels.evaluation import FORWARDS, evaluator
+from jaxattack.pixels.result import AttackResult
+from jaxattack.pixels.verify import Collector, verify
+from jaxattack.strategies import codec
 
 MODES = problems.MODES
 

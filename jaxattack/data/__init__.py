@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxattack.sources import (
+from jaxattack.data.sources import (
     IMAGE_EXTS,
     TFDS_EXTRA_HINT,
     Arrays,
@@ -47,7 +47,7 @@ from jaxattack.sources import (
     resize,
     select_images,
 )
-from jaxattack.sources import _decode as _decode  # tests decode one file
+from jaxattack.data.sources import _decode as _decode  # tests decode one file
 
 __all__ = ["CIFAR10_CLASSES", "IMAGE_EXTS", "RESAMPLING", "SAMPLE_PATH", "TFDS_EXTRA_HINT",
            "Arrays", "CorruptImageError", "Size", "cifar10_default_path", "load",
@@ -57,7 +57,7 @@ CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer",
     "dog", "frog", "horse", "ship", "truck",
 )  # fmt: skip
-SAMPLE_PATH = Path(__file__).parent / "assets" / "cifar10_sample.npz"
+SAMPLE_PATH = Path(__file__).parents[1] / "assets" / "cifar10_sample.npz"
 RESAMPLING = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 
 # ----------------------------------------------------------------------------- public
@@ -167,7 +167,7 @@ def cifar10_default_path() -> Path | None:
     if env:
         return Path(env)
     rel = Path("shared") / "datasets" / "cifar10-jpeg"
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     for base in (Path.cwd(), Path.cwd().parent, repo, repo.parent):
         if (base / rel).is_dir():
             return (base / rel).resolve()

@@ -18,11 +18,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxattack import codec, objective, sizing, sparse
+from jaxattack import sparse
 from jaxattack.caches import memoize
 from jaxattack.classifier import Classifier
-from jaxattack.engine import Evaluation
-from jaxattack.problems import ImageProblem
+from jaxattack.engine import Evaluation, sizing
+from jaxattack.pixels import objective
+from jaxattack.pixels.problems import ImageProblem
+from jaxattack.strategies import codec
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxattack import stats
-from jaxattack.attack import AttackConfig
-from jaxattack.store import META, RESULTS, read_rows, shard_paths
+from jaxattack.data.store import META, RESULTS, read_rows, shard_paths
+from jaxattack.pixels import stats
+from jaxattack.runs.attack import AttackConfig
 
 MODES = ("untargeted", "targeted", "all-targets")
 # The fields that define one aggregate: an experiment's stored fields less its seed (seeds

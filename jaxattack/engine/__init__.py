@@ -37,8 +37,8 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from jaxattack.sharding import AXIS
-from jaxattack.sizing import (
+from jaxattack.engine.sharding import AXIS
+from jaxattack.engine.sizing import (
     AUTO_CANDIDATES_PER_ACCELERATOR,
     AUTO_CANDIDATES_PER_DEVICE,
     POLL_S,
@@ -49,7 +49,7 @@ from jaxattack.sizing import (
     ladder,
     memory_budget,
 )
-from jaxattack.slots import (
+from jaxattack.engine.slots import (
     MAX_EXECUTABLES,
     MAX_STEPS,
     Evaluation,

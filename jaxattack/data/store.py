@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from jaxattack.files import write_atomic
+from jaxattack.data.files import write_atomic
 
 RESULTS = "results.jsonl"
 META = "meta.json"

@@ -24,13 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from jaxattack import __version__, data, engine, inputs, problems
-from jaxattack.attack import AttackConfig
+from jaxattack import __version__, data, engine
 from jaxattack.classifier import Classifier
-from jaxattack.result import AttackResult
-from jaxattack.sharding import make_mesh
-from jaxattack.store import ResultStore
-from jaxattack.verify import Finished, verify
+from jaxattack.data.store import ResultStore
+from jaxattack.engine.sharding import make_mesh
+from jaxattack.pixels import inputs, problems
+from jaxattack.pixels.result import AttackResult
+from jaxattack.pixels.verify import Finished, verify
+from jaxattack.runs.attack import AttackConfig
 
 SAVE_IMAGES = ("none", "success", "all")
 FLUSH_PROBLEMS, FLUSH_SECONDS = 256, 15.0

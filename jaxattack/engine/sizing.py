@@ -9,7 +9,7 @@ import os
 import jax
 from jax.sharding import Mesh
 
-from jaxattack.sharding import round_up
+from jaxattack.engine.sharding import round_up
 
 # Candidates per device in one evaluation when the batch size is left to us. On XLA:CPU
 # one population (400 images) is already as fast per image as any larger batch, and one

@@ -11,9 +11,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jaxattack import codec, objective
 from jaxattack.classifier import Classifier, predict
-from jaxattack.result import AttackResult
+from jaxattack.pixels import objective
+from jaxattack.pixels.result import AttackResult
+from jaxattack.strategies import codec
 
 
 class Finished(NamedTuple):

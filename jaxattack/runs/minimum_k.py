@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxattack import inputs
-from jaxattack.attack import AttackConfig, attack
 from jaxattack.classifier import Classifier, predict
-from jaxattack.result import AttackResult
+from jaxattack.pixels import inputs
+from jaxattack.pixels.result import AttackResult
+from jaxattack.runs.attack import AttackConfig, attack
 
 
 @dataclasses.dataclass

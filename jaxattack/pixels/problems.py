@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxattack import inputs
+from jaxattack.pixels import inputs
 
 MODES = ("untargeted", "targeted", "all-targets")
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxattack import stats
+from jaxattack.pixels import stats
 
 
 @dataclasses.dataclass

@@ -26,10 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxattack import __version__, data, inputs, stats, sweep
-from jaxattack.attack import AttackConfig
+from jaxattack import __version__, data
 from jaxattack.classifier import predict
-from jaxattack.files import write_atomic
+from jaxattack.data.files import write_atomic
+from jaxattack.pixels import inputs, stats
+from jaxattack.runs import sweep
+from jaxattack.runs.attack import AttackConfig
 from jaxattack.strategies.oracle import oracle_budget
 
 DEFAULT_KS = (1, 3, 5, 10)

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxattack import jaxprs
+from jaxattack.programs import jaxprs
 
 # The platforms on which the fast forms replace XLA's convolution.
 FAST_FORMS = {"cpu": True}

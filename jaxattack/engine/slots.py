@@ -19,7 +19,7 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from jaxattack.caches import memoize, registered
-from jaxattack.sharding import AXIS
+from jaxattack.engine.sharding import AXIS
 from jaxattack.strategies import Strategy
 
 

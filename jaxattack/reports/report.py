@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxattack.aggregates import (  # noqa: F401  (the report's public face)
+from jaxattack.data.files import write_atomic
+from jaxattack.data.store import RESULTS
+from jaxattack.reports.aggregates import (  # noqa: F401  (the report's public face)
     CORE_FIELDS,
     GROUP_FIELDS,
     _varying,
@@ -35,7 +37,7 @@ from jaxattack.aggregates import (  # noqa: F401  (the report's public face)
     totals,
     unique_rows,
 )
-from jaxattack.figures import (  # noqa: F401
+from jaxattack.reports.figures import (  # noqa: F401
     FIGURE_FUNCS,
     class_pair_heatmap,
     classes_reached_histogram,
@@ -45,8 +47,6 @@ from jaxattack.figures import (  # noqa: F401
     success_vs_k,
     success_vs_queries,
 )
-from jaxattack.files import write_atomic
-from jaxattack.store import RESULTS
 
 FIGURES = "figures"
 
