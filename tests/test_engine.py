@@ -137,6 +137,22 @@ def test_known_generations_hits_and_queries():
     assert stats.problems == 11 and 0 < stats.utilisation <= 1
 
 
+def test_the_bar_counts_hits_only_among_counted_problems(capsys):
+    problems, keys = _stop_at_problems(11)
+    counted = np.arange(11) % 3 != 0  # e.g. the images the model already gets wrong
+    out = {}
+
+    def on_finished(rows, genes, found, generations, first_hit):
+        out.update(zip(rows.tolist(), found.tolist(), strict=True))
+
+    engine.run(_clock(), {"scale": jnp.float32(1.0)}, keys, problems, on_finished,
+               mesh=make_mesh(1), num_slots=3, progress=True, counted=counted)
+    hits = sum(out[i] for i in range(11) if counted[i])
+    assert sum(out.values()) > hits  # an uncounted problem was a hit: the test can fail
+    last = capsys.readouterr().err.split("\r")[-1]
+    assert f"hits={hits}/{counted.sum()}" in last, last
+
+
 def test_fixed_batches_compute_a_known_amount_and_refill_computes_less():
     problems, keys = _stop_at_problems(12, seed=1)
     fixed, s_fixed = _run(_clock(), problems, keys, slots=4, refill=False)

@@ -199,14 +199,17 @@ OnFinished = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarra
 def run(search: Search, params, keys: np.ndarray, problems, on_finished: OnFinished, *,
         mesh: Mesh, num_slots: int, progress: bool = False, desc: str | None = None,
         refill: bool = True, shrink: bool | str = "auto", chunk: int | None = None,
-        block: int | None = None) -> RunStats:
+        block: int | None = None, counted: np.ndarray | None = None) -> RunStats:
     """Search a queue of problems (rows of ``keys`` and of every leaf of ``problems``).
 
     Slots are refilled as problems finish, until the queue drains. For each batch of
     finished problems, ``on_finished(rows, genes, found, generations, first_hit)`` is
     called: ``generations`` run after the initial population, and ``first_hit`` the
     generation of the first success (0 = the initial population; -1 if none). The
-    progress bar's ``hits`` are the searches' own successes. ``refill=False`` runs fixed
+    progress bar's ``hits`` are the searches' own successes among the problems that
+    ``counted`` (a ``[problems]`` bool mask; default all) marks, out of those finished:
+    the attacks leave out the images the model already gets wrong, as their summaries
+    do. ``refill=False`` runs fixed
     batches instead (each batch until its last problem finishes; for comparison).
 
     No forward pass is spent on finished problems in the tail either. Where the engine
@@ -235,7 +238,8 @@ def run(search: Search, params, keys: np.ndarray, problems, on_finished: OnFinis
     sizes = ladder(S, devices)
     in_slot = np.full(S, -1)
     evaluated = np.zeros(S, np.int64)
-    queued = hits = 0
+    queued = hits = seen = 0
+    counted = np.ones(total, bool) if counted is None else np.asarray(counted, bool)
     # the tail's smaller engines, built on demand
     tail = _Tail(search, params, mesh, problems, engine.block) if shrink else None
     bar = tqdm(total=total, unit="problem", disable=not progress, file=sys.stderr, desc=desc,
@@ -293,14 +297,16 @@ def run(search: Search, params, keys: np.ndarray, problems, on_finished: OnFinis
             if done.size:
                 on_finished(in_slot[done], view.genes[done], view.found[done],
                             evaluated[done] - 1, view.first_hit[done].astype(np.int64))
+            mine = counted[in_slot[done]]
+            hits += int((view.found[done] & mine).sum())
+            seen += int(mine.sum())
             in_slot[done] = -1
-            hits += int(view.found[done].sum())
             stats.useful += int(evaluated[done].sum())
             bar.update(done.size)
             if progress and bar.n:  # the work of problems still searching counts too
                 live = stats.useful + int(evaluated[in_slot >= 0].sum())
                 rate = live * search.population / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(hits=f"{hits}/{bar.n}", q_s=f"{rate:,.0f}",
+                bar.set_postfix(hits=f"{hits}/{seen}", q_s=f"{rate:,.0f}",
                                 util=f"{live / max(stats.computed, 1):.0%}", refresh=False)
     stats.seconds = time.perf_counter() - t0
     return stats

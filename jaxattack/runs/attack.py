@@ -204,6 +204,6 @@ def attack(
                num_slots=engine.default_slots(config.population, len(img_idx), mesh,
                                               config.batch_size,
                                               search.evaluate.bytes_per_candidate()),
-               progress=progress)
+               progress=progress, counted=before.argmax(-1)[img_idx] == y[img_idx])
     done = out.finished(img_idx, ids[img_idx], y[img_idx], tgt)
     return verify(classifier, config, x, before, done, seconds=time.perf_counter() - start)

@@ -296,5 +296,6 @@ def _run_group(store, done, clf, mesh, search, exps, x, y, ids, before, writing,
                                                          batch_size,
                                                          search.evaluate.bytes_per_candidate()),
                progress=progress and sys.stderr is not None,
-               desc=f"{exps[0].model} {', '.join(names)}")
+               desc=f"{exps[0].model} {', '.join(names)}",
+               counted=before.argmax(-1)[img] == y[img])
     writer.flush()
