@@ -7,7 +7,6 @@ files are the committed fixtures of tests/fixtures/make_fixtures.py. A test is s
 with the extra to install, when its framework is absent.
 """
 
-import importlib.util
 import os
 import re
 import warnings
@@ -24,6 +23,7 @@ import jaxattack as ja  # noqa: E402
 from jaxattack import data, models  # noqa: E402
 from jaxattack.models import conventions as cv  # noqa: E402
 from tests.fixtures import make_fixtures as mf  # noqa: E402
+from tests.toys import have, keras_on_jax  # noqa: E402
 
 FIX = mf.HERE
 TOL = 1e-5
@@ -31,29 +31,17 @@ BATCHES = (1, 7, 400)
 CIFAR = dict(mean="cifar10", std="cifar10")  # the torch/ONNX CNN's convention
 
 
-def _have(*mods):
-    return all(importlib.util.find_spec(m) is not None for m in mods)
-
-
-def _keras_on_jax():
-    if not _have("keras"):
-        return False
-    import keras
-
-    return keras.config.backend() == "jax"
-
-
-needs_keras = pytest.mark.skipif(not _keras_on_jax(),
+needs_keras = pytest.mark.skipif(not keras_on_jax(),
                                  reason='needs Keras 3 on the JAX backend: pip install '
                                         '"jaxattack[keras]" (and KERAS_BACKEND=jax)')
-needs_tf = pytest.mark.skipif(not _have("tensorflow", "tf2jax"),
+needs_tf = pytest.mark.skipif(not have("tensorflow", "tf2jax"),
                               reason='needs TensorFlow and tf2jax: pip install "jaxattack[tf]" '
                                      '&& pip install --no-deps tf2jax')
-needs_onnx = pytest.mark.skipif(not _have("onnx"),
+needs_onnx = pytest.mark.skipif(not have("onnx"),
                                 reason='needs onnx: pip install "jaxattack[onnx]"')
-needs_jort = pytest.mark.skipif(not _have("onnx", "jaxonnxruntime"),
+needs_jort = pytest.mark.skipif(not have("onnx", "jaxonnxruntime"),
                                 reason='needs jaxonnxruntime: pip install "jaxattack[onnx]"')
-needs_torch = pytest.mark.skipif(not _have("torch"),
+needs_torch = pytest.mark.skipif(not have("torch"),
                                  reason='needs torch: pip install "torch==2.13.0+cpu" (CPU build)')
 
 
@@ -152,7 +140,7 @@ def test_onnx_matches_torch_and_onnxruntime_within_1e5(real, kw):
     clf = models.from_onnx(FIX / "cnn.onnx", **CIFAR, **kw)
     assert (clf.outputs, clf.num_classes, clf.input_shape) == ("logits", 10, (32, 32, 3))
     assert_matches(clf, torch_reference(mf.load_torch_cnn()), real[0])
-    if _have("onnxruntime"):  # the ONNX reference runtime, when installed
+    if have("onnxruntime"):  # the ONNX reference runtime, when installed
         import onnxruntime
 
         sess = onnxruntime.InferenceSession(str(FIX / "cnn.onnx"))
@@ -377,6 +365,30 @@ def test_convention_parsing():
     assert cv.infer_layout(None, "auto", "m", default="NCHW") == ("NCHW", None)
 
 
+@pytest.mark.parametrize("route", ["from_keras", "from_saved_model", "from_onnx",
+                                   "from_torch", "from_file"])
+def test_an_unknown_option_is_a_one_line_type_error(route, tmp_path):
+    (tmp_path / "m.onnx").write_bytes(b"not read: the options are parsed first")
+    importer = getattr(models, route)
+    with pytest.raises(TypeError, match=r"^from_\w+\(\) got an unexpected keyword argument "
+                                        r"'input_scal' \(did you mean 'input_scale'\?\); "
+                                        r"the options every importer takes: input_scale, "):
+        importer(tmp_path / "m.onnx", input_scal=255)
+
+
+def test_conventions_does_not_import_checks():
+    import ast
+
+    from jaxattack.models import checks
+
+    tree = ast.parse(open(cv.__file__).read())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)
+             for a in n.names} | {n.module for n in ast.walk(tree)
+                                  if isinstance(n, ast.ImportFrom) and n.module}
+    assert not any("checks" in n or "jaxattack" in n for n in names), names
+    assert checks.Convention is cv.Convention  # the dependency runs checks -> conventions
+
+
 # ----------------------------------------------------------------------------- files
 
 
@@ -527,7 +539,7 @@ def _op_zoo():
 def test_onnx_op_coverage_matches_torch(tmp_path, exporter, real):
     import torch
 
-    if exporter == "dynamo" and not _have("onnxscript"):
+    if exporter == "dynamo" and not have("onnxscript"):
         pytest.skip("the dynamo exporter needs onnxscript")
     net = _op_zoo()
     path = tmp_path / f"zoo_{exporter}.onnx"
@@ -620,7 +632,7 @@ def test_onnx_op_outside_the_interpreter_goes_to_jaxonnxruntime():
                               backend="jaxonnxruntime")
     got = np.asarray(jax.jit(ours.probs)(ours.params, x))
     np.testing.assert_allclose(got, np.asarray(theirs(x)), atol=TOL)
-    if _have("onnxruntime"):
+    if have("onnxruntime"):
         import onnxruntime
 
         sess = onnxruntime.InferenceSession(model.SerializeToString())

@@ -5,7 +5,6 @@ within 1e-5 at k = 1, 3 and 5 (corner, edge, adjacent and repeated pixels), at t
 handover the cost model picks and at the deepest one it could.
 """
 
-import importlib.util
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -24,36 +23,25 @@ from jaxattack.strategies import codec
 from tests import toys  # noqa: E402
 from tests.fixtures import make_fixtures as mf  # noqa: E402
 from tests.test_sparse import assert_exact, candidates, init  # noqa: E402
+from tests.toys import have, keras_on_jax  # noqa: E402
 
 FIX = mf.HERE
 CIFAR = dict(input_scale=1, mean="cifar10", std="cifar10")
 KS = (1, 3, 5)
 
 
-def _have(*mods):
-    return all(importlib.util.find_spec(m) is not None for m in mods)
-
-
-def _keras_on_jax():
-    if not _have("keras"):
-        return False
-    import keras
-
-    return keras.config.backend() == "jax"
-
-
 ROUTES = {
-    "keras": (lambda: models.from_keras(FIX / "cnn.keras", input_scale=255), _keras_on_jax(),
+    "keras": (lambda: models.from_keras(FIX / "cnn.keras", input_scale=255), keras_on_jax(),
               'pip install "jaxattack[keras]"'),
     "saved_model": (lambda: models.from_saved_model(FIX / "cnn_savedmodel"),
-                    _have("tensorflow", "tf2jax"), 'pip install "jaxattack[tf]" tf2jax'),
-    "onnx": (lambda: models.from_onnx(FIX / "cnn.onnx", **CIFAR), _have("onnx"),
+                    have("tensorflow", "tf2jax"), 'pip install "jaxattack[tf]" tf2jax'),
+    "onnx": (lambda: models.from_onnx(FIX / "cnn.onnx", **CIFAR), have("onnx"),
              'pip install "jaxattack[onnx]"'),
     "onnx-nchw": (lambda: models.from_onnx(FIX / "cnn.onnx", nhwc=False, **CIFAR),
-                  _have("onnx"), 'pip install "jaxattack[onnx]"'),
+                  have("onnx"), 'pip install "jaxattack[onnx]"'),
     "onnx-mixed": (lambda: models.from_onnx(FIX / "mixed.onnx", check=False,
                                             outputs="logits", num_classes=10, **CIFAR),
-                   _have("onnx"), 'pip install "jaxattack[onnx]"'),
+                   have("onnx"), 'pip install "jaxattack[onnx]"'),
 }
 
 
@@ -104,7 +92,7 @@ def test_the_onnx_cnn_of_mixed_blocks_reads_every_block(sample):
 
 
 def test_a_torch_module_runs_dense_and_says_why_in_one_line():
-    if not _have("torch"):
+    if not have("torch"):
         pytest.skip('needs torch: pip install "torch==2.13.0+cpu"')
     clf = models.from_torch(mf.load_torch_cnn(), **CIFAR)
     reason = sparse.why_not(clf, 1, (32, 32, 3))
@@ -113,7 +101,7 @@ def test_a_torch_module_runs_dense_and_says_why_in_one_line():
 
 
 def test_the_planted_pixel_is_found_through_an_onnx_graph_sparse():
-    if not _have("onnx"):
+    if not have("onnx"):
         pytest.skip('needs onnx: pip install "jaxattack[onnx]"')
     from tests.test_importers import _planted_check_images
 
@@ -184,7 +172,7 @@ def test_an_nnx_module_of_unusual_ops_is_read_whole_and_exact():
 
 @pytest.fixture(scope="module")
 def lite():
-    if not _have("onnx"):
+    if not have("onnx"):
         pytest.skip('needs onnx: pip install "jaxattack[onnx]"')
     return models.from_onnx(FIX / "lite.onnx", input_scale=1, check=False, outputs="logits",
                             num_classes=10, name="lite")

@@ -1,5 +1,7 @@
 """Tiny classifiers with known answers, shared by the tests."""
 
+import importlib.util
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,3 +66,17 @@ def linear(num_classes=10, height=8, width=8, channels=3, seed=0, scale=0.02):
 
     return ja.Classifier.from_logits(apply_fn, {"w": jnp.asarray(w, jnp.float32)}, num_classes,
                                      input_shape=(height, width, channels), name="linear")
+
+
+def have(*mods) -> bool:
+    """Whether every module named can be imported (for the optional extras' skips)."""
+    return all(importlib.util.find_spec(m) is not None for m in mods)
+
+
+def keras_on_jax() -> bool:
+    """Keras 3 is installed and would run on the JAX backend."""
+    if not have("keras"):
+        return False
+    import keras
+
+    return keras.config.backend() == "jax"

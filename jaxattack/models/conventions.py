@@ -3,10 +3,9 @@
 A jaxattack classifier takes uint8 NHWC pixels. A model from another framework wants
 floats: on the 0..1 or the 0..255 scale, maybe standardised per channel, channels-last
 (Keras, TensorFlow) or channels-first (PyTorch, ONNX). :class:`Convention` says which;
-:func:`preprocess` applies it inside the jitted ``apply_fn``; :func:`check` runs the
-imported classifier on a few real images (the checks live in ``checks.py``; ``check``,
-``check_images``, ``alternatives``, ``CheckResult``, ``CHECK_IMAGES`` and
-``DEFAULT_CHECK_SHAPE`` are importable from here as well).
+:func:`preprocess` applies it inside the jitted ``apply_fn``. The checks that run an
+imported classifier on a few real images live in ``checks.py``, which builds on this
+module (this module imports nothing of jaxattack's).
 """
 
 from __future__ import annotations
@@ -25,9 +24,6 @@ PRESETS = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 }
-# The checks' names, served from checks.py (which imports this module) on first use.
-_FROM_CHECKS = ("CHECK_IMAGES", "DEFAULT_CHECK_SHAPE", "CheckResult", "alternatives", "check",
-                "check_images")
 
 
 class ModelImportError(ValueError):
@@ -235,11 +231,3 @@ def wrap_standard_promotion(fn: Callable) -> Callable:
 
     wrapped.__wrapped__ = fn
     return wrapped
-
-
-def __getattr__(name: str):
-    if name in _FROM_CHECKS:
-        from . import checks
-
-        return getattr(checks, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,12 +8,11 @@ inside ``apply_fn``. The frameworks are imported only when one of these is calle
     models.from_onnx("net.onnx", mean="cifar10", std="cifar10")
     models.from_torch(module, mean="cifar10", std="cifar10")
 
-Convention keywords (all routes): ``input_scale`` (1: 0..1, 255: 0..255), ``mean``,
-``std`` (per channel, in the units of input_scale, or "imagenet"/"cifar10"), ``layout``
-("auto", "NHWC", "NCHW"), ``outputs`` ("auto", "probs", "logits"), ``num_classes``,
-``class_names``, ``name``, ``check`` (run the convention checks, default True),
-``check_images``/``check_labels`` (the images the checks use; default: the built-in
-CIFAR-10 sample, resized to the model's input size). See docs/your_own_model.md.
+The keywords every route takes (``input_scale``, ``mean``, ``std``, ``layout``,
+``outputs``, ``num_classes``, ``class_names``, ``name``, ``check``, ``check_images``,
+``check_labels``) are declared and documented once, in
+:class:`jaxattack.models.imported.Options`; each route's own keywords are in its
+module. See docs/your_own_model.md.
 """
 
 from __future__ import annotations
@@ -60,10 +59,11 @@ def from_torch(module, **conventions):
 
 def model_file_kind(path: str | os.PathLike) -> str | None:
     """``"keras"``, ``"saved_model"``, ``"onnx"``, ``"torch"`` or None, from the path."""
+    from .saved_model import is_saved_model
+
     p = Path(path)
     if p.is_dir():
-        return "saved_model" if ((p / "saved_model.pb").is_file()
-                                 or (p / "saved_model.pbtxt").is_file()) else None
+        return "saved_model" if is_saved_model(p) else None
     suffix = p.suffix.lower()
     if suffix in KERAS_SUFFIXES:
         return "keras"

@@ -19,11 +19,10 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from . import checks
 from . import conventions as cv
+from . import imported
 
 KERAS_EXTRA_HINT = 'pip install "jaxattack[keras]"'
-KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
 def import_keras():
@@ -60,33 +59,19 @@ def load_model(path: str | os.PathLike):
         raise cv.ModelImportError(f"{p} is not a Keras model file: {cv._first_line(e)}") from e
 
 
-def from_keras(
-    model_or_path,
-    *,
-    input_scale=1.0,
-    mean=None,
-    std=None,
-    layout: str = "auto",
-    outputs: str = "auto",
-    num_classes: int | None = None,
-    class_names=None,
-    name: str | None = None,
-    check: bool = True,
-    check_images=None,
-    check_labels=None,
-):
+def from_keras(model_or_path, **options):
     """A Keras 3 model (a ``keras.Model`` or a ``.keras``/``.h5`` path) as a Classifier.
 
     Args:
-      input_scale, mean, std: the input convention (:func:`conventions.make`). A model
-        with a ``Rescaling(1/255)`` layer inside takes ``input_scale=255``.
-      layout: ``"auto"`` reads it from ``model.inputs`` (Keras is channels-last unless
-        the model was built with ``data_format="channels_first"``).
-      outputs: ``"auto"``, ``"probs"`` (a softmax at the end) or ``"logits"``.
-      check: run the convention checks on real images (:func:`checks.check`).
+      options: the options every importer takes (``input_scale``, ``mean``, ``std``,
+        ``layout``, ``outputs``, ``num_classes``, ``class_names``, ``name``, ``check``,
+        ``check_images``, ``check_labels``), documented at
+        :class:`jaxattack.models.imported.Options`. A model with a ``Rescaling(1/255)``
+        layer inside takes ``input_scale=255``; ``layout="auto"`` reads it from
+        ``model.inputs`` (Keras is channels-last unless the model was built with
+        ``data_format="channels_first"``).
     """
-    from ..classifier import Classifier
-
+    opts = imported.Options.parse("from_keras", options)
     keras = import_keras()
     if isinstance(model_or_path, str | os.PathLike):
         model = load_model(model_or_path)
@@ -110,8 +95,7 @@ def from_keras(
     if outs and len(outs) != 1:
         raise cv.ModelImportError(f"{label} has {len(outs)} outputs; jaxattack needs one "
                                   f"[batch, classes] output")
-    lay, hwc = cv.infer_layout(declared, layout, label, default="NHWC")
-    conv = cv.make(input_scale, mean, std, lay, channels=hwc[2] if hwc else None)
+    conv, hwc = imported.convention(opts, declared, label, default="NHWC")
     # Copies: predict() donates the variables' buffers.
     params = {
         "trainable": [jnp.array(np.asarray(v.value), copy=True)
@@ -141,17 +125,6 @@ def from_keras(
     k_declared = None
     if outs and outs[0].shape and outs[0].shape[-1]:
         k_declared = int(outs[0].shape[-1])
-    if check:
-        res = checks.check(build, params, conv, name=label, outputs=outputs,
-                           num_classes=num_classes or k_declared, input_shape=hwc,
-                           images=check_images, labels=check_labels,
-                           layout_hint="NCHW" if lay == "NHWC" else "NHWC")
-        resolved, k = res.outputs, res.num_classes
-    else:
-        resolved = cv.unchecked_outputs(outputs)
-        k = num_classes or k_declared
-        if k is None:
-            raise ValueError("pass num_classes= (the model's output size is not declared)")
-    names = tuple(class_names) if class_names is not None else None
-    return Classifier(build(conv), params, int(k), outputs=resolved, input_shape=hwc,
-                      class_names=names, name=name or Path(label).stem)
+    return imported.finish(opts, build, params, conv, label=label,
+                           default_name=Path(label).stem, input_shape=hwc,
+                           k_declared=k_declared)

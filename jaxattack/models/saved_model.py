@@ -19,8 +19,8 @@ from pathlib import Path
 
 import jax.numpy as jnp
 
-from . import checks
 from . import conventions as cv
+from . import imported
 
 TF_EXTRA_HINT = 'pip install "jaxattack[tf]" && pip install --no-deps tf2jax'
 
@@ -69,28 +69,20 @@ def from_saved_model(
     *,
     signature: str | None = None,
     output: str | None = None,
-    input_scale=1.0,
-    mean=None,
-    std=None,
-    layout: str = "auto",
-    outputs: str = "auto",
-    num_classes: int | None = None,
-    class_names=None,
-    name: str | None = None,
-    check: bool = True,
-    check_images=None,
-    check_labels=None,
+    **options,
 ):
     """A TensorFlow SavedModel folder as a :class:`Classifier` (via tf2jax).
 
     Args:
       signature: the serving signature (default ``"serving_default"``, or the only one).
       output: the output name when the signature returns several.
-      input_scale, mean, std, layout, outputs, check...: as for :func:`from_onnx`
-        (``layout="auto"`` reads the signature's input spec; TensorFlow is channels-last).
+      options: the options every importer takes (``input_scale``, ``mean``, ``std``,
+        ``layout``, ``outputs``, ``num_classes``, ``class_names``, ``name``, ``check``,
+        ``check_images``, ``check_labels``), documented at
+        :class:`jaxattack.models.imported.Options` (``layout="auto"`` reads the
+        signature's input spec; TensorFlow is channels-last).
     """
-    from ..classifier import Classifier
-
+    opts = imported.Options.parse("from_saved_model", options)
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"SavedModel folder {str(path)!r} does not exist")
@@ -105,8 +97,7 @@ def from_saved_model(
             from e
     sig_name, sig, spec, key = _signature(loaded, signature, label)
     declared = None if spec.shape.rank is None else list(spec.shape.as_list())
-    lay, hwc = cv.infer_layout(declared, layout, label, default="NHWC")
-    conv = cv.make(input_scale, mean, std, lay, channels=hwc[2] if hwc else None)
+    conv, hwc = imported.convention(opts, declared, label, default="NHWC")
     dtype = jnp.dtype(spec.dtype.as_numpy_dtype)
     if dtype.kind != "f":
         raise cv.ModelImportError(f"{label} takes {dtype} input; jaxattack feeds floats")
@@ -159,16 +150,6 @@ def from_saved_model(
         raise
     except Exception:
         pass
-    if check:
-        res = checks.check(build, params, conv, name=label, outputs=outputs,
-                           num_classes=num_classes or k_declared, input_shape=hwc,
-                           images=check_images, labels=check_labels,
-                           layout_hint="NCHW" if lay == "NHWC" else "NHWC")
-        resolved, k = res.outputs, res.num_classes
-    else:
-        resolved, k = cv.unchecked_outputs(outputs), num_classes or k_declared
-        if k is None:
-            raise ValueError("pass num_classes= (the signature's output size is dynamic)")
-    names = tuple(class_names) if class_names is not None else None
-    return Classifier(build(conv), params, int(k), outputs=resolved, input_shape=hwc,
-                      class_names=names, name=name or p.name)
+    return imported.finish(opts, build, params, conv, label=label, default_name=p.name,
+                           input_shape=hwc, k_declared=k_declared,
+                           k_unknown="the signature's output size is dynamic")

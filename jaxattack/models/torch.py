@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import checks
+from . import checks, imported
 from . import conventions as cv
 
 _WARNED = False
@@ -113,31 +113,23 @@ def from_torch(
     module,
     *,
     input_shape: tuple[int, int, int] | None = None,
-    input_scale=1.0,
-    mean=None,
-    std=None,
-    layout: str = "NCHW",
-    outputs: str = "auto",
-    num_classes: int | None = None,
-    class_names=None,
-    name: str | None = None,
     device=None,
-    check: bool = True,
-    check_images=None,
-    check_labels=None,
+    **options,
 ):
     """A ``torch.nn.Module`` (or any callable on torch tensors) as a :class:`Classifier`.
 
     Args:
       input_shape: ``(H, W, C)`` of the images (used by the checks and the attack's
         shape check); default: not declared, the checks use 32x32x3.
-      input_scale, mean, std: the input convention (:func:`conventions.make`); PyTorch
-        models usually want ``input_scale=1`` with the training set's ``mean``/``std``.
-      layout: ``"NCHW"`` (PyTorch's convention, the default) or ``"NHWC"``.
       device: the torch device to run on (default: that of the module's parameters).
+      options: the options every importer takes (``input_scale``, ``mean``, ``std``,
+        ``layout``, ``outputs``, ``num_classes``, ``class_names``, ``name``, ``check``,
+        ``check_images``, ``check_labels``), documented at
+        :class:`jaxattack.models.imported.Options`; here ``layout`` defaults to
+        ``"NCHW"`` (PyTorch's convention; ``"auto"`` means it too), and PyTorch models
+        usually want ``input_scale=1`` with the training set's ``mean``/``std``.
     """
-    from ..classifier import Classifier
-
+    opts = imported.Options.parse("from_torch", options, layout="NCHW")
     torch = _import_torch()
     if not callable(module):
         raise TypeError(f"from_torch needs a torch.nn.Module, got {type(module).__name__}")
@@ -150,10 +142,8 @@ def from_torch(
             first = next(iter(module.parameters()), None)
             device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device or "cpu")
-    lay = "NCHW" if layout in (None, "auto") else layout
-    conv = cv.make(input_scale, mean, std, lay,
-                   channels=input_shape[2] if input_shape else None)
-    label = name or type(module).__name__
+    label = opts.name or type(module).__name__
+    conv, hwc = imported.convention(opts, None, label, default="NCHW", input_shape=input_shape)
 
     def host(x: np.ndarray) -> np.ndarray:
         lead = x.shape[:-3]
@@ -166,8 +156,8 @@ def from_torch(
         return out.reshape(*lead, *out.shape[1:])
 
     with torch.inference_mode():  # the output size, from one image
-        shape = input_shape or (tuple(np.shape(check_images)[1:]) if check_images is not None
-                                else checks.DEFAULT_CHECK_SHAPE)
+        shape = hwc or (tuple(np.shape(opts.check_images)[1:])
+                        if opts.check_images is not None else checks.DEFAULT_CHECK_SHAPE)
         probe = np.zeros((1, *shape), np.uint8)
         x0 = np.asarray(cv.preprocess(jnp.asarray(probe), conv))
         try:
@@ -191,18 +181,6 @@ def from_torch(
 
         return apply_fn
 
-    params: dict = {}
-    if check:
-        res = checks.check(lambda c: build(c, warn=False), params, conv, name=label,
-                           outputs=outputs, num_classes=num_classes, input_shape=input_shape,
-                           images=check_images, labels=check_labels,
-                           layout_hint="NHWC" if conv.layout == "NCHW" else "NCHW")
-        resolved, k = res.outputs, res.num_classes
-    else:
-        resolved, k = cv.unchecked_outputs(outputs), num_classes or k_out
-    if k != k_out:
-        raise cv.ConventionError(f"{label} returns {k_out} outputs, not num_classes={k}")
-    names = tuple(class_names) if class_names is not None else None
-    return Classifier(build(conv), params, int(k), outputs=resolved,
-                      input_shape=tuple(input_shape) if input_shape else None,
-                      class_names=names, name=label)
+    return imported.finish(opts, build, {}, conv, label=label,
+                           default_name=type(module).__name__, input_shape=hwc,
+                           k_probed=k_out, check_build=lambda c: build(c, warn=False))

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import jax.numpy as jnp
 
-from .. import checks
 from .. import conventions as cv
+from .. import imported
 from . import jort
 from .core import (
     EXPORT_HINT,
@@ -69,41 +69,30 @@ def load_model(path: str | os.PathLike, name: str | None = None):
 def from_onnx(
     model_or_path,
     *,
-    input_scale=1.0,
-    mean=None,
-    std=None,
-    layout: str = "auto",
-    outputs: str = "auto",
-    num_classes: int | None = None,
-    class_names=None,
-    name: str | None = None,
     backend: str = "jaxattack",
     nhwc: bool = True,
-    check: bool = True,
-    check_images=None,
-    check_labels=None,
+    **options,
 ):
     """An ONNX model (a path or an ``onnx.ModelProto``) as a :class:`Classifier`.
 
     Args:
-      input_scale, mean, std: the input convention (see :func:`conventions.make`):
-        PyTorch models usually want ``input_scale=1`` (0..1) with ``mean``/``std``
-        (``"imagenet"`` and ``"cifar10"`` name the usual statistics).
-      layout: the layout of the graph's input; ``"auto"`` reads it from the declared
-        input shape (``[batch, 3, H, W]`` is channels-first).
-      outputs: ``"auto"`` (probabilities if the outputs on the check images are),
-        ``"probs"`` or ``"logits"``.
       backend: ``"jaxattack"`` (this module's interpreter) or ``"jaxonnxruntime"``
         (jaxonnxruntime's, channels-first, re-traced for each batch shape).
       nhwc: run channels-first graphs channels-last (the fast path; ``False`` keeps
         the ONNX layout, for comparison).
-      check: run the convention checks (:func:`checks.check`) on real images.
+      options: the options every importer takes (``input_scale``, ``mean``, ``std``,
+        ``layout``, ``outputs``, ``num_classes``, ``class_names``, ``name``, ``check``,
+        ``check_images``, ``check_labels``), documented at
+        :class:`jaxattack.models.imported.Options`. PyTorch models usually want
+        ``input_scale=1`` (0..1) with ``mean``/``std`` (``"imagenet"``, ``"cifar10"``);
+        ``layout="auto"`` reads the graph's declared input shape (``[batch, 3, H, W]``
+        is channels-first).
     """
-    from ...classifier import Classifier
-
+    opts = imported.Options.parse("from_onnx", options)
     onnx = _import_onnx()
-    label = name or (Path(model_or_path).stem if isinstance(model_or_path, str | os.PathLike)
-                     else "onnx")
+    default_name = (Path(model_or_path).stem if isinstance(model_or_path, str | os.PathLike)
+                    else "onnx")
+    label = opts.name or default_name
     if isinstance(model_or_path, str | os.PathLike):
         model = load_model(model_or_path)
         label_src = str(model_or_path)
@@ -116,8 +105,7 @@ def from_onnx(
         raise ValueError(f"backend must be 'jaxattack' or 'jaxonnxruntime', got {backend!r}")
     graph = Graph(model, nhwc=nhwc and backend == "jaxattack", name=label_src)
     declared = graph.input_shape()
-    lay, hwc = cv.infer_layout(declared, layout, label_src, default="NCHW")
-    conv = cv.make(input_scale, mean, std, lay, channels=hwc[2] if hwc else None)
+    conv, hwc = imported.convention(opts, declared, label_src, default="NCHW")
     dtype = graph.input_dtype()
     if dtype.kind != "f":
         raise cv.ModelImportError(f"{label_src} takes {dtype} input; jaxattack feeds floats")
@@ -154,16 +142,6 @@ def from_onnx(
 
         return cv.wrap_standard_promotion(apply_fn)
 
-    if check:
-        res = checks.check(build, params, conv, name=label_src, outputs=outputs,
-                           num_classes=num_classes or k_declared, input_shape=hwc,
-                           images=check_images, labels=check_labels)
-        outs, k = res.outputs, res.num_classes
-    else:
-        outs = cv.unchecked_outputs(outputs)
-        k = num_classes or k_declared
-        if k is None:
-            raise ValueError("pass num_classes= (the graph's output size is dynamic)")
-    names = tuple(class_names) if class_names is not None else None
-    return Classifier(build(conv), params, int(k), outputs=outs, input_shape=hwc,
-                      class_names=names, name=label)
+    return imported.finish(opts, build, params, conv, label=label_src,
+                           default_name=default_name, input_shape=hwc, k_declared=k_declared,
+                           k_unknown="the graph's output size is dynamic", layout_hint=False)
