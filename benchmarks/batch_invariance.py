@@ -11,26 +11,14 @@ the last bits of a probability and with them a DE selection, which this measures
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, parser, print_record
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="tiny")
-    ap.add_argument("--images", type=int, default=32)
-    ap.add_argument("--slots", default="4,82", help="two slot counts (problems per batch)")
-    ap.add_argument("--population", type=int, default=400)
-    ap.add_argument("--generations", type=int, default=100)
-    ap.add_argument("--json", default=None, help="write the record here")
-    args = ap.parse_args(argv)
+    args = parser(__doc__, model="tiny", images=32,
+                  slots=("4,82", "two slot counts (problems per batch)"), population=400,
+                  generations=100, json=(None, "write the record here")).parse_args(argv)
     a, b = (int(s) for s in args.slots.split(","))
-
-    from engine_overhead import machine
 
     import jaxattack as ja
     from jaxattack import data, models
@@ -47,10 +35,7 @@ def main(argv=None) -> dict:
         "identical": bool(same.all()), "problems_differing": int((~same).sum()),
         "success_rates": [r1.success_rate(), r2.success_rate()], "machine": machine(),
     }
-    if args.json:
-        Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
-    print(json.dumps(record))
-    return record
+    return print_record(record, args.json)
 
 
 if __name__ == "__main__":

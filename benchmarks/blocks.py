@@ -14,28 +14,19 @@ it); only the speed differs.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
+
+from common import machine, parser, write_outputs
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", default="tiny")
-    ap.add_argument("--pixels", default="1", help="comma-separated k")
-    ap.add_argument("--forwards", default="auto")
-    ap.add_argument("--blocks", default="400,200,100,50")
-    ap.add_argument("--population", type=int, default=400)
-    ap.add_argument("--generations", type=int, default=10)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default=None, help="write OUT.json and OUT.md")
-    args = ap.parse_args(argv)
+    args = parser(__doc__, models="tiny", pixels=("1", "comma-separated k"), forwards="auto",
+                  blocks="400,200,100,50", population=400, generations=10, repeats=3,
+                  out=(None, "write OUT.json and OUT.md")).parse_args(argv)
 
     import numpy as np
-    from engine_overhead import machine
 
     import jaxattack as ja
     from jaxattack import engine
@@ -85,16 +76,10 @@ def main(argv=None):
           f"queries/s by candidates per evaluation call (median of {args.repeats} rounds of "
           f"{args.generations} generations; in brackets: over a whole population per call); "
           f"machine: {machine()}.\n\n" + "\n".join(lines) + "\n")
-    print(md)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps(
-            {"rows": rows, "machine": machine(), "population": args.population,
-             "generations": args.generations, "repeats": args.repeats}, indent=1) + "\n")
-        out.with_suffix(".md").write_text(md)
+    write_outputs(args.out, {"rows": rows, "machine": machine(), "population": args.population,
+                             "generations": args.generations, "repeats": args.repeats},
+                  md, indent=1)
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).parent))
     main()

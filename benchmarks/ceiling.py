@@ -20,28 +20,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
+from common import machine, parser, write_outputs
 
 # What must match between the --runs files: they attacked the same images, same model.
 _SAME_IMAGES = ("model", "data", "images", "outside_sample")
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = parser(__doc__, pixels=3, probes=("learned-rs:untargeted:50000:1",
+                                           "comma-separated strategy:mode:budget:seed"),
+                out="benchmarks/results/ceiling_cpu")
     ap.add_argument("--runs", nargs="+", required=True, help="strategies.py JSON files")
-    ap.add_argument("--pixels", type=int, default=3)
-    ap.add_argument("--probes", default="learned-rs:untargeted:50000:1",
-                    help="comma-separated strategy:mode:budget:seed")
-    ap.add_argument("--out", default="benchmarks/results/ceiling_cpu")
     args = ap.parse_args(argv)
 
     import numpy as np
-    from engine_overhead import machine
     from strategies import _config, _images
 
     import jaxattack as ja
@@ -79,9 +74,6 @@ def main(argv=None):
                              fooled=int(sum(r["success"]))) for r in rows],
                   standing=int(keep.size), probes=probes, fooled_by_probes=len(found),
                   wall_seconds=time.time() - started)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(record, indent=1))
     lines = [f"{first.model}, k = {args.pixels}: {len(correct)} clean-correct images, "
              f"{len(fooled)} fooled by the runs below, {keep.size} standing; machine: "
              f"{record['machine']}.", "", "| run | budget | fooled |", "|---|---:|---:|"]
@@ -93,8 +85,7 @@ def main(argv=None):
               for p in probes]
     lines += ["", f"Any probe: {len(found)} of the {keep.size} standing images; all runs and "
                   f"probes together: {len(fooled) + len(found)} of {len(correct)}."]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_outputs(args.out, record, "\n".join(lines) + "\n", indent=1)
     return record
 
 

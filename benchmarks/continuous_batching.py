@@ -10,26 +10,17 @@ computed ones. Per-problem results are identical (checked here).
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import time
+
+from common import machine, parser, write_outputs
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="tiny")
-    ap.add_argument("--data", default="sample")
-    ap.add_argument("--images", type=int, default=64)
-    ap.add_argument("--slots", type=int, default=4)
-    ap.add_argument("--pixels", type=int, default=1)
-    ap.add_argument("--population", type=int, default=400)
-    ap.add_argument("--generations", type=int, default=100)
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
+    args = parser(__doc__, model="tiny", data="sample", images=64, slots=4, pixels=1,
+                  population=400, generations=100,
+                  out=(None, "write OUT.json")).parse_args(argv)
 
-    import jax
     import numpy as np
 
     from jaxattack import AttackConfig, data, engine, models
@@ -69,14 +60,12 @@ def main(argv=None):
     assert out["fixed"]["gens"] == out["continuous"]["gens"], "results differ"
     meta = dict(model=args.model, images=args.images, slots=args.slots, pixels=args.pixels,
                 population=args.population, generations=args.generations,
-                machine=f"{platform.machine()} {os.cpu_count()} cores, {jax.default_backend()}",
+                machine=machine(),
                 speedup=out["fixed"]["seconds"] / out["continuous"]["seconds"])
     print(json.dumps(meta))
-    if args.out:
-        for v in out.values():
-            v.pop("found"), v.pop("gens")
-        with open(args.out, "w") as f:
-            json.dump({"meta": meta, **out}, f, indent=1)
+    for v in out.values():
+        v.pop("found"), v.pop("gens")
+    write_outputs(args.out, {"meta": meta, **out}, None, indent=1)
 
 
 if __name__ == "__main__":

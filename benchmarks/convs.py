@@ -17,15 +17,13 @@ Results name the machine.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from engine_overhead import machine, write_outputs
+from common import best_of, machine, parser, write_outputs
 from flax import nnx
 from jax import lax
 
@@ -48,18 +46,6 @@ SHAPES = [
 ]
 
 
-def best(fns: dict, reps: int) -> dict:
-    for f in fns.values():
-        jax.block_until_ready(f())
-    out = dict.fromkeys(fns, np.inf)
-    for _ in range(reps):
-        for k, f in fns.items():
-            t = time.perf_counter()
-            jax.block_until_ready(f())
-            out[k] = min(out[k], time.perf_counter() - t)
-    return out
-
-
 def shape_rows(reps: int) -> list[dict]:
     rows, rng = [], np.random.default_rng(0)
     for n, hw, cin, cout, k, s, g in SHAPES:
@@ -71,8 +57,8 @@ def shape_rows(reps: int) -> list[dict]:
             x, w, (s, s), pad, dimension_numbers=DN, feature_group_count=g))
         fast = jax.jit(functools.partial(convs.conv, strides=(s, s), padding=pad, groups=g,
                                          how=form))
-        t = best({"xla": functools.partial(xla, x, w), "fast": functools.partial(fast, x, w)},
-                 reps)
+        t = best_of({"xla": functools.partial(xla, x, w),
+                     "fast": functools.partial(fast, x, w)}, reps)
         ref = xla(x, w)
         err = float(jnp.abs(fast(x, w) - ref).max() / jnp.abs(ref).max())
         rows.append({"batch": n, "map": hw, "cin": cin, "cout": cout, "kernel": k,
@@ -138,7 +124,7 @@ def model_rows(reps: int, batch: int) -> dict:
         f = jax.jit(c.probs)
         outs[name] = np.asarray(f(c.params, x))
         fns[name] = functools.partial(f, c.params, x)
-    t = best(fns, reps)
+    t = best_of(fns, reps)
     ref = outs["grouped, XLA's convolutions"]
     return {"batch": batch, "seconds": t, "images_per_s": {k: batch / v for k, v in t.items()},
             "max_prob_diff": {k: float(np.abs(v - ref).max()) for k, v in outs.items()},
@@ -147,11 +133,7 @@ def model_rows(reps: int, batch: int) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--batch", type=int, default=400)
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
+    args = parser(__doc__, reps=5, batch=400, out=None).parse_args(argv)
     result = {"machine": machine(), "platform": jax.default_backend(),
               "shapes": shape_rows(args.reps), "model": model_rows(args.reps, args.batch)}
     lines = [f"Machine: {result['machine']}", "",

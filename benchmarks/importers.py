@@ -29,16 +29,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
+from common import best_of, cpu_model, fixtures, machine, parser, write_outputs
+
 os.environ.setdefault("KERAS_BACKEND", "jax")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(ROOT))
 
 ROUTES = ("flax", "keras", "saved_model", "onnx", "onnx-nchw", "onnx-jaxonnxruntime", "torch")
 
@@ -49,8 +47,8 @@ def build_routes(cnn: str, routes, tmp: Path) -> dict:
     import torch
 
     from jaxattack import models
-    from tests.fixtures import make_fixtures as mf
 
+    mf = fixtures()
     if cnn == "fixture":
         net = mf.load_torch_cnn()
     elif cnn == "tiny":
@@ -91,7 +89,7 @@ def forward_speed(clfs: dict, images, n_dev: int, repeats: int) -> dict:
 
     mesh = Mesh(np.array(jax.devices()[:n_dev]), ("d",))
     x = jax.device_put(images, NamedSharding(mesh, P("d")))
-    fns, probs, best, compile_s = {}, {}, {}, {}
+    fns, probs, compile_s = {}, {}, {}
     for name, clf in clfs.items():
         fn = jax.jit(jax.shard_map(clf.probs, mesh=mesh, in_specs=(P(), P("d")),
                                    out_specs=P("d"), check_vma=False))
@@ -99,13 +97,8 @@ def forward_speed(clfs: dict, images, n_dev: int, repeats: int) -> dict:
         t0 = time.perf_counter()
         probs[name] = np.asarray(fn(params, x))
         compile_s[name] = time.perf_counter() - t0
-        fns[name] = (fn, params)
-        best[name] = float("inf")
-    for _ in range(repeats):
-        for name, (fn, params) in fns.items():
-            t0 = time.perf_counter()
-            fn(params, x).block_until_ready()
-            best[name] = min(best[name], time.perf_counter() - t0)
+        fns[name] = lambda fn=fn, params=params: fn(params, x)
+    best = best_of(fns, repeats, warmup=False)  # the first calls above warmed them up
     return {name: dict(forward_img_s=len(images) / best[name], first_call_s=compile_s[name],
                        probs=probs[name]) for name in clfs}
 
@@ -143,19 +136,12 @@ def attack_speed(clf, mesh, slots: int, population: int, generations: int,
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cnns", default="fixture,tiny")
-    ap.add_argument("--routes", default=",".join(ROUTES))
-    ap.add_argument("--batch", type=int, default=400)
-    ap.add_argument("--devices", type=int, default=2, help="(virtual on CPU)")
-    ap.add_argument("--repeats", type=int, default=9, help="forward calls per route")
-    ap.add_argument("--attack-repeats", type=int, default=5, help="attack runs per route")
+    ap = parser(__doc__, cnns="fixture,tiny", routes=",".join(ROUTES), batch=400,
+                devices=(2, "(virtual on CPU)"), repeats=(9, "forward calls per route"),
+                attack_repeats=(5, "attack runs per route"), slots=2, population=200,
+                generations=3, out=(None, "write OUT.json and OUT.md (OUT may end in .json)"))
     ap.add_argument("--attack", action=argparse.BooleanOptionalAction, default=True,
                     help="also time the engine's attack loop (slots x population)")
-    ap.add_argument("--slots", type=int, default=2)
-    ap.add_argument("--population", type=int, default=200)
-    ap.add_argument("--generations", type=int, default=3)
-    ap.add_argument("--out", default=None, help="JSON path; a .md is written beside it")
     args = ap.parse_args(argv)
 
     import jax
@@ -163,7 +149,6 @@ def main(argv=None):
     jax.config.update("jax_num_cpu_devices", max(args.devices, 1))
     import numpy as np
     import torch
-    from engine_overhead import cpu_model, machine
 
     from jaxattack import data
     from jaxattack.engine.sharding import make_mesh
@@ -209,11 +194,8 @@ def main(argv=None):
                 attack_repeats=args.attack_repeats, slots=args.slots,
                 population=args.population, generations=args.generations,
                 wall_s=round(time.perf_counter() - t_start, 1))
-    table = markdown(rows)
-    print(f"\n{meta}\n\n{table}")
-    if args.out:
-        Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-        Path(args.out).with_suffix(".md").write_text(f"{meta}\n\n{table}\n")
+    write_outputs(args.out, {"meta": meta, "rows": rows}, f"{meta}\n\n{markdown(rows)}\n",
+                  indent=1)
 
 
 def markdown(rows) -> str:

@@ -11,13 +11,11 @@ For each model, k in {1, 3, 5}, untargeted and all-targets (the paper's protocol
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, parser, write_outputs
 
 # Su, Vargas & Sakurai (2019), CIFAR-10, non-targeted success of the all-targets protocol.
 PAPER = {
@@ -33,15 +31,9 @@ DIFFERENCES = (
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", default="tiny")
-    ap.add_argument("--pixels", default="1,3,5")
-    ap.add_argument("--modes", default="untargeted,all-targets")
-    ap.add_argument("--images", type=int, default=10)
-    ap.add_argument("--data", default="../shared/datasets/cifar10-jpeg")
-    ap.add_argument("--population", type=int, default=400)
-    ap.add_argument("--generations", type=int, default=100)
-    ap.add_argument("--out", default="runs/paper_table")
+    ap = parser(__doc__, models="tiny", pixels="1,3,5", modes="untargeted,all-targets",
+                images=10, data="../shared/datasets/cifar10-jpeg", population=400,
+                generations=100, out="runs/paper_table")
     ap.add_argument("--cpu-devices", type=int, default=None,
                     help="split the CPU into this many JAX devices (2 helps nin/resnet20)")
     args = ap.parse_args(argv)
@@ -49,8 +41,6 @@ def main(argv=None):
         import jax
 
         jax.config.update("jax_num_cpu_devices", args.cpu_devices)
-
-    from engine_overhead import machine
 
     from jaxattack.reports import report
     from jaxattack.runs import sweep
@@ -93,14 +83,12 @@ def main(argv=None):
     paper_lines += ["", DIFFERENCES, "", f"Machine: {machine()}. Wall time of this call: "
                     f"{seconds / 60:.1f} min (load, compile, search, verify)."]
     md = "\n".join(lines + paper_lines) + "\n"
-    out = Path(args.out)
-    (out / "paper_table.md").write_text(md)
-    (out / "paper_table.json").write_text(json.dumps(
+    write_outputs(
+        Path(args.out) / "paper_table",
         {"aggregates": aggs, "paper": {f"{m} k={k}": v for (m, k), v in PAPER.items()},
          "paper_classes_reached": PAPER_CLASSES_REACHED, "classes_reached_histogram": hists,
-         "machine": machine(), "seconds": round(seconds, 1),
-         "images": args.images}, indent=1, default=str))
-    print(md)
+         "machine": machine(), "seconds": round(seconds, 1), "images": args.images},
+        md, indent=1, default=str)
 
 
 if __name__ == "__main__":

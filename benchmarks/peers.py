@@ -30,9 +30,7 @@ Writes ``<out-dir>/<name>.json`` and ``<out-dir>/<name>.md``.
 
 from __future__ import annotations
 
-import argparse
 import datetime
-import json
 import os
 import platform
 import sys
@@ -41,8 +39,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from common import HERE, best_of, parser, write_outputs
 
-HERE = Path(__file__).resolve().parent
 METHODS = ("jaxattack", "scipy", "torchattacks", "art")
 
 DIFFERENCES = {
@@ -85,34 +83,25 @@ DIFFERENCES = {
 
 
 def parse(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = parser(
+        __doc__, data=("sample", "images: the built-in sample, or a source data.load reads "
+                       "(a CIFAR-10 JPEG folder: ../shared/datasets/cifar10-jpeg)"),
+        images=8, image_ids=(None, "comma list of indices into --data to attack instead "
+                             "(those classified correctly are kept)"),
+        pixels=1, population=400, generations=100, seed=0,
+        methods=(",".join(METHODS), f"comma list out of {','.join(METHODS)}"),
+        port_images=(256, "sample images for the port check"),
+        torch_threads=(os.cpu_count(), "PyTorch threads (default: all cores). On cores "
+                       "shared with other jobs use 1: 2 threads on 2 busy cores slowed "
+                       "torch ~2.5x here"),
+        out_dir=str(HERE / "results"), name=("peers_cpu", "output file stem"))
     ap.add_argument("--model", default="tiny", choices=["tiny"], help="zoo model (ported)")
     ap.add_argument("--weights", default="auto", choices=["auto", "shipped", "random"],
                     help="auto: the shipped weights if present, else a random init")
-    ap.add_argument("--data", default="sample",
-                    help="images: the built-in sample, or a source data.load reads (a "
-                         "CIFAR-10 JPEG folder: ../shared/datasets/cifar10-jpeg)")
-    ap.add_argument("--images", type=int, default=8)
-    ap.add_argument("--image-ids", default=None,
-                    help="comma list of indices into --data to attack instead (those "
-                         "classified correctly are kept)")
-    ap.add_argument("--pixels", type=int, default=1)
-    ap.add_argument("--population", type=int, default=400)
-    ap.add_argument("--generations", type=int, default=100)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--forward", default="auto", choices=["auto", "dense", "sparse"],
                     help="jaxattack's forward pass (auto/sparse: also timed dense)")
-    ap.add_argument("--methods", default=",".join(METHODS),
-                    help=f"comma list out of {','.join(METHODS)}")
-    ap.add_argument("--port-images", type=int, default=256,
-                    help="sample images for the port check")
-    ap.add_argument("--torch-threads", type=int, default=os.cpu_count(),
-                    help="PyTorch threads (default: all cores). On cores shared with other "
-                         "jobs use 1: 2 threads on 2 busy cores slowed torch ~2.5x here")
     ap.add_argument("--cpu-devices", type=int, default=None,
                     help="split the CPU into this many JAX devices (default: JAX's, 1)")
-    ap.add_argument("--out-dir", default=str(HERE / "results"))
-    ap.add_argument("--name", default="peers_cpu", help="output file stem")
     args = ap.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = sorted(set(args.methods) - set(METHODS))
@@ -152,20 +141,14 @@ def raw_forward(clf, net, batch, engine_batch, jax, torch, torch_port, repeats=5
     rng = np.random.default_rng(0)
 
     def best(fn):
-        fn()
-        t = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            t.append(time.perf_counter() - t0)
-        return min(t)
+        return best_of({"fn": fn}, repeats)["fn"]
 
     fwd = jax.jit(clf.apply_fn)
     out = {"batch": batch, "engine_batch": engine_batch}
     for key, b in (("jax_us_per_image", batch), ("jax_us_per_image_engine_batch",
                                                  engine_batch)):
         xj = jax.numpy.asarray(rng.integers(0, 256, (b, 32, 32, 3), dtype=np.uint8))
-        out[key] = 1e6 * best(lambda xj=xj: fwd(clf.params, xj).block_until_ready()) / b
+        out[key] = 1e6 * best(lambda xj=xj: fwd(clf.params, xj)) / b
     xt = torch_port.to_nchw_float(rng.integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8))
     with torch.no_grad():
         out["torch_us_per_image"] = 1e6 * best(lambda: net(xt)) / batch
@@ -180,10 +163,8 @@ def main(argv=None):  # noqa: C901 - one linear script
     if args.cpu_devices:
         jax.config.update("jax_num_cpu_devices", args.cpu_devices)
     import torch
-    from torch import nn
-
-    sys.path.insert(0, str(HERE))
     import torch_port
+    from torch import nn
 
     import jaxattack as ja
     from jaxattack import data, models
@@ -503,12 +484,7 @@ def main(argv=None):  # noqa: C901 - one linear script
         "differences": {m: DIFFERENCES[m] for m in summary},
         "per_image": results,
     }
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{args.name}.json").write_text(json.dumps(out, indent=1) + "\n")
-    md = markdown(out)
-    (out_dir / f"{args.name}.md").write_text(md)
-    print(md)
+    write_outputs(Path(args.out_dir) / args.name, out, markdown(out), indent=1)
     return out
 
 

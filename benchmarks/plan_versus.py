@@ -14,16 +14,13 @@ machine.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from engine_overhead import machine, write_outputs
-
-HERE = Path(__file__).resolve().parents[1]
+from common import ROOT, machine, parser, write_outputs
 
 
 def run_tree(tree: Path, args) -> list[dict]:
@@ -36,17 +33,11 @@ def run_tree(tree: Path, args) -> list[dict]:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__, models="tiny,resnet20,allcnn,nin,vgg16", pixels="1,3,5", rounds=2,
+                reps=5, problems=4, candidates=100, out=None)
     ap.add_argument("--baseline", required=True, help="the other checkout")
-    ap.add_argument("--models", default="tiny,resnet20,allcnn,nin,vgg16")
-    ap.add_argument("--pixels", default="1,3,5")
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--problems", type=int, default=4)
-    ap.add_argument("--candidates", type=int, default=100)
-    ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    trees = {"this": HERE, "baseline": Path(args.baseline).resolve()}
+    trees = {"this": ROOT, "baseline": Path(args.baseline).resolve()}
     best: dict = {}
     for r in range(args.rounds):
         for name in (("this", "baseline") if r % 2 == 0 else ("baseline", "this")):

@@ -19,7 +19,6 @@ machine.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -27,14 +26,14 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from engine_overhead import machine  # the benchmarks' one machine line
+from common import ROOT, best_of, machine, parser, write_outputs
 
 from jaxattack import data, models, sparse
 from jaxattack.engine import slots
 from jaxattack.pixels import evaluation
 from jaxattack.strategies import codec
 
-MANIFEST = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "manifest.json"
+MANIFEST = ROOT / "tests" / "fixtures" / "manifest.json"
 
 
 def load(spec: str):
@@ -54,20 +53,6 @@ def images_for(clf, n: int):
     if shape == (32, 32, 3):
         return data.load("sample", limit=n)[0]
     return np.random.default_rng(0).integers(0, 256, (n, *shape), dtype=np.uint8)
-
-
-def timed(fns, reps: int) -> list[float]:
-    """Best-of-``reps`` seconds per function, the functions alternated (a load spike on a
-    shared machine then hits both, and the minimum is the least disturbed run)."""
-    for fn in fns:
-        jax.block_until_ready(fn())
-    best = [np.inf] * len(fns)
-    for _ in range(reps):
-        for i, fn in enumerate(fns):
-            t = time.perf_counter()
-            jax.block_until_ready(fn())
-            best[i] = min(best[i], time.perf_counter() - t)
-    return [float(b) for b in best]
 
 
 def row(clf, k, images, candidates, reps, handover=None):
@@ -93,7 +78,7 @@ def row(clf, k, images, candidates, reps, handover=None):
     choice = evaluation.auto_choice(clf, codec.PixelSpace(k, *shape), 400)
     out.update(auto=choice.forward, auto_dense_s=choice.dense_s, auto_sparse_s=choice.sparse_s)
     if plan is None:
-        out["dense_s"] = timed([lambda: dense(clf.params, imgs, px)], reps)[0]
+        out["dense_s"] = best_of({"dense": lambda: dense(clf.params, imgs, px)}, reps)["dense"]
         out.update(sparse_s=None, speedup=None, note=sparse.why_not(clf, k, shape))
         return out
     caches = jax.jit(jax.vmap(plan.prepare, (None, 0)))(clf.params, imgs)
@@ -103,9 +88,10 @@ def row(clf, k, images, candidates, reps, handover=None):
     plain = sparse.plan(clf, k, shape, gain=0, delta=False)
     plain_caches = jax.jit(jax.vmap(plain.prepare, (None, 0)))(clf.params, imgs)
     plain_fn = jax.jit(plain.probs)
-    out["dense_s"], out["sparse_s"], out["windows_only_s"] = timed(
-        [lambda: dense(clf.params, imgs, px), lambda: fn(clf.params, caches, px),
-         lambda: plain_fn(clf.params, plain_caches, px)], reps)
+    out.update(best_of({"dense_s": lambda: dense(clf.params, imgs, px),
+                        "sparse_s": lambda: fn(clf.params, caches, px),
+                        "windows_only_s": lambda: plain_fn(clf.params, plain_caches, px)},
+                       reps))
     out.update(speedup=out["dense_s"] / out["sparse_s"], modelled=plan.speedup,
                handover=plan.handover, deltas=list(plan.deltas), max_abs_err=err,
                plan=plan.describe(), windows_only_handover=plain.handover)
@@ -148,9 +134,13 @@ def write(out, rows, attacks, args) -> dict:
     """The results so far as JSON and markdown (rewritten after every row, so a run cut
     short by a time cap keeps what it measured)."""
     result = {"machine": machine(), "rows": rows, "attacks": attacks, "args": vars(args)}
-    if not out:
-        return result
-    Path(out + ".json").write_text(json.dumps(result, indent=2) + "\n")
+    if out:
+        write_outputs(out, result, markdown(result), echo=False)
+    return result
+
+
+def markdown(result) -> str:
+    rows, attacks = result["rows"], result["attacks"]
     lines = [f"Machine: {result['machine']}", "",
              "| model | k | batch | dense ms | sparse ms | speed-up | modelled | handover "
              "| delta nodes | windows only ms | err | auto runs | auto's dense ms | auto's "
@@ -180,27 +170,17 @@ def write(out, rows, attacks, args) -> dict:
                 f"{r['speedup']:.2f}x | {r['dense_queries_per_s']:,.0f} | "
                 f"{r['sparse_queries_per_s']:,.0f} | {r['dense_fooled']}/"
                 f"{r['sparse_fooled']} | {r['identical']} |")
-    Path(out + ".md").write_text("\n".join(lines) + "\n")
-    return result
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="tiny,resnet20,allcnn,nin,vgg16")
-    ap.add_argument("--pixels", default="1,3,5")
-    ap.add_argument("--problems", type=int, default=4)
-    ap.add_argument("--candidates", type=int, default=100)
-    ap.add_argument("--reps", type=int, default=10)
-    ap.add_argument("--handovers", action="store_true",
-                    help="time every possible handover node (to check the cost model)")
-    ap.add_argument("--attack-images", type=int, default=0,
-                    help="also attack this many sample images each way (0: no)")
-    ap.add_argument("--attack-models", default="tiny")
-    ap.add_argument("--attack-pixels", default="1")
-    ap.add_argument("--attack-generations", type=int, default=100)
-    ap.add_argument("--attack-population", type=int, default=400)
-    ap.add_argument("--out", default=None, help="write JSON + markdown here (stem)")
-    args = ap.parse_args(argv)
+    args = parser(
+        __doc__, models="tiny,resnet20,allcnn,nin,vgg16", pixels="1,3,5", problems=4,
+        candidates=100, reps=10,
+        handovers=(False, "time every possible handover node (to check the cost model)"),
+        attack_images=(0, "also attack this many sample images each way (0: no)"),
+        attack_models="tiny", attack_pixels="1", attack_generations=100,
+        attack_population=400, out=(None, "write OUT.json and OUT.md")).parse_args(argv)
     rows, attacks = [], []
     for spec in args.models.split(","):
         clf = load(spec)

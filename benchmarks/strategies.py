@@ -21,13 +21,11 @@ Wilson intervals).
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, parser, write_outputs
 
 BUDGETS = (1000, 4000, 10000, 40000)
 # name -> (population, loss); the strategy is the name without "-margin".
@@ -79,21 +77,14 @@ def _config(name, k, budget, shape):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="tiny")
-    ap.add_argument("--data", default="sample")
-    ap.add_argument("--images", type=int, default=30)
-    ap.add_argument("--pixels", default="1,3")
-    ap.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
-    ap.add_argument("--separate", action="store_true", help="one run per budget")
-    ap.add_argument("--outside-sample", action="store_true")
-    ap.add_argument("--strategies", default=",".join(s for s in SETTINGS if s != "de-margin"))
-    ap.add_argument("--out", default="benchmarks/results/strategies_cpu")
-    ap.add_argument("--resume", action="store_true",
-                    help="keep the rows of --out's JSON from an earlier run with the same "
-                         "model, data, images and budgets; run only the missing ones")
-    args = ap.parse_args(argv)
-
+    args = parser(
+        __doc__, model="tiny", data="sample", images=30, pixels="1,3",
+        budgets=",".join(map(str, BUDGETS)), separate=(False, "one run per budget"),
+        outside_sample=False, strategies=",".join(s for s in SETTINGS if s != "de-margin"),
+        out="benchmarks/results/strategies_cpu",
+        resume=(False, "keep the rows of --out's JSON from an earlier run with the same "
+                "model, data, images and budgets; run only the missing ones"),
+    ).parse_args(argv)
 
     import jaxattack as ja
     from jaxattack import models
@@ -101,7 +92,7 @@ def main(argv=None):
     budgets = [int(b) for b in args.budgets.split(",")]
     clf = models.load(args.model)
     x, y, ids = _images(args)
-    out = Path(args.out)
+    out = Path(args.out).with_suffix("")  # OUT.json, OUT.md, OUT.png
     out.parent.mkdir(parents=True, exist_ok=True)
     rows, started, spent = _resumed(args, out), time.time(), 0.0
     if rows:
@@ -161,12 +152,9 @@ def _resumed(args, out: Path) -> list:
 def _write(out: Path, rows, args, wall, budgets) -> dict:
     """The rows so far as JSON and markdown (after every row: a run cut short keeps
     them, and ``--resume`` goes on from there)."""
-    from engine_overhead import machine
-
     record = {"rows": rows, "machine": machine(), "args": vars(args),
               "wall_seconds": wall, "coverage": _coverage(rows)}
-    out.with_suffix(".json").write_text(json.dumps(record))
-    out.with_suffix(".md").write_text(_markdown(record, budgets, args))
+    write_outputs(out, record, _markdown(record, budgets, args), indent=None, echo=False)
     return record
 
 

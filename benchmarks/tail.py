@@ -19,12 +19,12 @@ than DE's, so a single round's ratio carries the machine's noise on a short run)
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import sys
 import time
-from pathlib import Path
+
+from common import machine, parser, write_outputs
 
 SETTINGS = {  # name: (strategy, population, generations, loss)
     "de": ("de", 400, 100, "prob"),
@@ -43,26 +43,19 @@ VARIANTS = {  # name: engine.run's (chunk, shrink, block)
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="tiny")
-    ap.add_argument("--data", default="sample")
-    ap.add_argument("--images", type=int, default=20)
-    ap.add_argument("--pixels", type=int, default=3)
-    ap.add_argument("--strategies", default="de,sparse-rs")
-    ap.add_argument("--variants", default="whole,whole+shrink,default",
-                    help="engine settings for strategies other than DE")
-    ap.add_argument("--de-variants", default="default,unblocked",
-                    help="engine settings for DE")
+    ap = parser(__doc__, model="tiny", data="sample", images=20, pixels=3,
+                strategies="de,sparse-rs",
+                variants=("whole,whole+shrink,default",
+                          "engine settings for strategies other than DE"),
+                de_variants=("default,unblocked", "engine settings for DE"),
+                repeat=(2, "run each setting this many times in one process: the first "
+                        "compiles (cold), later ones reuse the compiled programs (warm)"),
+                out=(None, "write OUT.json and OUT.md"))
     ap.add_argument("--generations", type=int, default=None,
                     help="override every strategy's generations (smoke runs)")
-    ap.add_argument("--repeat", type=int, default=2,
-                    help="run each setting this many times in one process: the first "
-                         "compiles (cold), later ones reuse the compiled programs (warm)")
-    ap.add_argument("--out", default=None, help="write OUT.json and OUT.md")
     args = ap.parse_args(argv)
 
     import numpy as np
-    from engine_overhead import machine
 
     import jaxattack as ja
     from jaxattack import engine
@@ -134,15 +127,10 @@ def main(argv=None):
                     for k, v in median.items())
           + "".join(f"; pooled over the warm rounds ({k}): {v['wall']:.2f}x, {v['search']:.2f}x"
                     for k, v in pooled.items()) + "\n")
-    print(md)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps(
-            {"rows": rows, "machine": machine(), "images": len(x), "pixels": args.pixels,
-             "model": args.model, "over_de": ratio, "over_de_warm_median": median,
-             "over_de_warm_pooled": pooled}, indent=1) + "\n")
-        out.with_suffix(".md").write_text(md)
+    write_outputs(args.out, {"rows": rows, "machine": machine(), "images": len(x),
+                             "pixels": args.pixels, "model": args.model, "over_de": ratio,
+                             "over_de_warm_median": median, "over_de_warm_pooled": pooled},
+                  md, indent=1)
 
 
 def summarise(rows):
@@ -180,5 +168,4 @@ def summarise(rows):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).parent))
     main()

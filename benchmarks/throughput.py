@@ -21,12 +21,9 @@ and reports the memory per image, the number batch sizing from bytes needs.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, parser, write_outputs
 
 
 def flops_per_image(clf) -> float:
@@ -101,32 +98,25 @@ def peak_rss_mb() -> float:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", default="tiny,resnet20,allcnn,nin,vgg16")
-    ap.add_argument("--population", type=int, default=400)
-    ap.add_argument("--generations", type=int, default=4)
-    ap.add_argument("--slots", default="1,4")
-    ap.add_argument("--devices", default="1,2", help="device counts (virtual on CPU)")
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--dtypes", default="float32", help="compute dtypes (comma list)")
+    ap = parser(__doc__, models="tiny,resnet20,allcnn,nin,vgg16", population=400,
+                generations=4, slots="1,4", devices=("1,2", "device counts (virtual on CPU)"),
+                repeats=2, dtypes=("float32", "compute dtypes (comma list)"),
+                memory=(False, "also report XLA's memory analysis of the forward and the "
+                        "attack loop per row (two more compiles per row)"),
+                memory_batches=(None, "only compile the forward at these batch sizes (comma "
+                                "list) and report XLA's memory analysis per image"),
+                out=(None, "write OUT.json and OUT.md (OUT may end in .json)"))
     ap.add_argument("--peak-tflops", type=float, default=None,
                     help="float32 peak of one device, for MFU")
     ap.add_argument("--peak-tflops-bf16", type=float, default=None,
                     help="bfloat16 peak of one device, for MFU")
-    ap.add_argument("--memory", action="store_true",
-                    help="also report XLA's memory analysis of the forward and the attack "
-                         "loop per row (two more compiles per row)")
-    ap.add_argument("--memory-batches", default=None,
-                    help="only compile the forward at these batch sizes (comma list) and "
-                         "report XLA's memory analysis per image")
-    ap.add_argument("--out", default=None, help="JSON path; a .md is written beside it")
     args = ap.parse_args(argv)
     counts = [int(d) for d in args.devices.split(",")]
 
     import jax
 
     jax.config.update("jax_num_cpu_devices", max(counts))  # only affects the CPU backend
-    from engine_overhead import machine, markdown, measure
+    from engine_overhead import markdown, measure
 
     from jaxattack.engine.sharding import make_mesh
 
@@ -171,10 +161,7 @@ def main(argv=None):
         best = max((r for r in rows if r["model"] == name), key=lambda r: r["attack_q_s"])
         table += (f"| {name} | {best['gflop_per_image']:.3f} | {best['attack_tflop_s']:.3f}"
                   + (f" (MFU {best['mfu']:.1%})" if "mfu" in best else "") + " |\n")
-    print(f"\n{meta}\n\n{table}")
-    if args.out:
-        Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-        Path(args.out).with_suffix(".md").write_text(f"{meta}\n\n{table}")
+    write_outputs(args.out, {"meta": meta, "rows": rows}, f"{meta}\n\n{table}", indent=1)
 
 
 def memory_table(args):
@@ -202,14 +189,9 @@ def memory_table(args):
         table += (f"| {r['model']} | {r['batch']} | {r['temp_mb']:,.1f} | "
                   f"{r['argument_mb']:,.1f} | {r['output_mb']:,.2f} | {r['total_mb']:,.1f} | "
                   f"{r['total_mb_per_image']:.2f} | {marg} |\n")
-    from engine_overhead import machine
-
     meta = dict(machine=machine(), jax=jax.__version__, note="XLA memory_analysis of "
                 "jit(clf.probs), float32, one device; compile only")
-    print(f"\n{meta}\n\n{table}")
-    if args.out:
-        Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-        Path(args.out).with_suffix(".md").write_text(f"{meta}\n\n{table}")
+    write_outputs(args.out, {"meta": meta, "rows": rows}, f"{meta}\n\n{table}", indent=1)
     return rows
 
 

@@ -11,32 +11,21 @@ store can never shorten the time. Writes one JSON record and prints it as a line
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, parser, print_record
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="tiny")
-    ap.add_argument("--data", default="sample")
-    ap.add_argument("--images", type=int, default=1000)
-    ap.add_argument("--pixels", type=int, default=1)
-    ap.add_argument("--mode", default="untargeted")
-    ap.add_argument("--population", type=int, default=400)
-    ap.add_argument("--generations", type=int, default=100)
+    ap = parser(__doc__, model="tiny", data="sample", images=1000, pixels=1, mode="untargeted",
+                population=400, generations=100,
+                out=(None, "fresh run folder (default: a temporary one)"),
+                json=(None, "write the record here"))
     ap.add_argument("--target-seconds", type=float, default=None,
                     help="the target to report against (met: seconds <= target)")
-    ap.add_argument("--out", default=None, help="fresh run folder (default: a temporary one)")
-    ap.add_argument("--json", default=None, help="write the record here")
     args = ap.parse_args(argv)
-
-    from engine_overhead import machine
 
     from jaxattack.reports import report
     from jaxattack.runs import sweep
@@ -66,11 +55,7 @@ def main(argv=None) -> dict:
         "met": None if args.target_seconds is None else seconds <= args.target_seconds,
         "machine": machine(),
     }
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
-    print(json.dumps(record))
-    return record
+    return print_record(record, args.json)
 
 
 if __name__ == "__main__":
