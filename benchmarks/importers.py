@@ -108,28 +108,11 @@ def attack_speed(clf, mesh, slots: int, population: int, generations: int,
     """The engine's generation loop (early stop off) on ``slots`` slots: queries/s.
     As ``engine_overhead.measure`` minus its raw forward, which is a GSPMD ``jit`` (a
     ``pure_callback`` there is pinned to device 0, and XLA:CPU can stall on it)."""
-    import jax
-    import numpy as np
+    from engine_overhead import timed_engine
 
-    from jaxattack import engine
-
-    h, w, c = clf.input_shape or (32, 32, 3)
     n_dev = mesh.devices.size
     slots = -(-slots // n_dev) * n_dev
-    images = np.random.default_rng(0).integers(0, 256, (slots, h, w, c), dtype=np.uint8)
-    spec = engine.SearchSpec(1, h, w, c, population, generations, early_stop="none")
-    eng = engine.Engine(spec, clf, mesh, slots)
-    keys = np.asarray(jax.random.split(jax.random.PRNGKey(0), slots))
-
-    def once():
-        new = engine.empty_slots(spec, slots)
-        new.key[:], new.image[:] = keys, images
-        new.label[:], new.active[:] = 0, True
-        eng.load(np.ones(slots, bool), new)
-        t0 = time.perf_counter()
-        eng.evolve(slots)
-        return time.perf_counter() - t0
-
+    _, once = timed_engine(clf, mesh, slots, population, generations)
     once()  # compile
     best = min(once() for _ in range(repeats))
     return slots * population * (generations + 1) / best

@@ -75,18 +75,13 @@ def forward_memory(clf, batch: int) -> dict:
 
 def attack_memory(clf, mesh, slots: int, population: int) -> float | None:
     """XLA's memory analysis of the engine's generation loop, per device (compile only)."""
-    import jax.numpy as jnp
-
-    from jaxattack import engine
+    from engine_overhead import timed_engine
 
     try:
-        h, w, c = clf.input_shape or (32, 32, 3)
         n_dev = mesh.devices.size
         slots = -(-slots // n_dev) * n_dev
-        spec = engine.SearchSpec(1, h, w, c, population, 1, early_stop="none")
-        eng = engine.Engine(spec, clf, mesh, slots)
-        return program_mb(eng._evolve.lower(eng.slots, eng.params, jnp.int32(1),
-                                            jnp.int32(1)).compile())
+        eng, _ = timed_engine(clf, mesh, slots, population, 1)
+        return program_mb(eng._exe)
     except Exception:  # the engine's internals are not an API
         return None
 

@@ -121,6 +121,7 @@ def test_result_shapes_and_dtypes(planted, images):
     assert (r.target == -1).all()
 
 
+@pytest.mark.slow
 def test_any_image_size_channels_and_class_count():
     clf = toys.small_cnn(num_classes=5, channels=1)
     x = toys.random_images(3, h=11, w=6, c=1)
@@ -131,6 +132,7 @@ def test_any_image_size_channels_and_class_count():
     assert (r.pixels[..., 0] < 6).all() and (r.pixels[..., 1] < 11).all()
 
 
+@pytest.mark.slow
 def test_same_result_alone_in_a_batch_or_elsewhere_in_it():
     clf = toys.small_cnn()
     x = toys.random_images(24, 12, 12)
@@ -176,6 +178,7 @@ def test_a_success_that_does_not_survive_verification_is_not_reported():
     assert r.summary()["search_not_verified"] == 3
 
 
+@pytest.mark.slow
 def test_continuous_batching_equals_fixed_batches_and_wastes_less():
     from jaxattack import engine
     from jaxattack.engine.sharding import make_mesh
@@ -204,6 +207,7 @@ def test_continuous_batching_equals_fixed_batches_and_wastes_less():
     assert 0 < u_fixed < 1 and u_cont <= 1
 
 
+@pytest.mark.slow
 def test_clear_caches_forgets_compiled_programs_and_classifiers():
     import gc
     import weakref

@@ -1,7 +1,8 @@
-"""benchmarks/gpu_run.sh end to end on the CPU with toy sizes (SMOKE=1).
+"""The benchmark scripts: each one loads and parses its options (fast), and
+benchmarks/gpu_run.sh end to end on the CPU with toy sizes (SMOKE=1; slow).
 
-The script is what a session with a lent GPU runs in its one 10-minute call; this
-catches a broken step before such a session spends its device time on it.
+The script is what a session with a lent GPU runs in its one 10-minute call; the smoke
+run catches a broken step before such a session spends its device time on it.
 """
 
 import json
@@ -15,7 +16,29 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Every script with a main(argv): --help loads it, its imports and its parser.
+HELP_CHECK = """
+import contextlib, io, runpy, sys
+sys.path.insert(0, "benchmarks")
+for path in sys.argv[1:]:
+    main = runpy.run_path(path, run_name="benchmark")["main"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+        main(["--help"])
+    assert "usage:" in out.getvalue(), path
+"""
 
+
+def test_every_benchmark_script_loads_and_parses_its_options():
+    scripts = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "benchmarks").glob("*.py")
+                     if "def main(" in p.read_text())
+    assert len(scripts) >= 15
+    proc = subprocess.run([sys.executable, "-c", HELP_CHECK, *scripts], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
                     reason="needs bash and coreutils timeout")
 def test_gpu_run_smoke_writes_every_result(tmp_path):

@@ -40,6 +40,7 @@ def test_attack_end_to_end_files_and_numbers(tmp_path, capsys):
     assert names[0] == "airplane" and len(names) == 10
 
 
+@pytest.mark.slow
 def test_sweep_then_report_rerenders_without_recomputing(tmp_path, capsys):
     out = tmp_path / "grid"
     assert cli.main(["sweep", "--models", MODEL, "--pixels", "1,2", "--modes",
@@ -53,6 +54,7 @@ def test_sweep_then_report_rerenders_without_recomputing(tmp_path, capsys):
     assert len(json.loads((out / "summary.json").read_text())["aggregates"]) == 4
 
 
+@pytest.mark.slow
 def test_reused_folder_prints_only_this_commands_experiments(tmp_path, capsys):
     out = str(tmp_path / "run")
     assert cli.main(["attack", "--model", MODEL, "--out", out, *FAST]) == 0
@@ -115,6 +117,7 @@ def test_unshipped_zoo_model_is_one_line_and_leaves_no_run_folder(capsys, tmp_pa
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_report_reads_a_sharded_run(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(["attack", "--model", MODEL, "--out", str(out), *FAST]) == 0
@@ -165,6 +168,7 @@ def test_every_config_field_is_an_option_with_its_help():
             assert " ".join(f.metadata["help"].split()[:4]) in text, (command, f.name)
 
 
+@pytest.mark.slow
 def test_strategy_params_from_the_command_line_are_stored(tmp_path):
     out = tmp_path / "run"
     assert cli.main(["sweep", "--models", MODEL, "--pixels", "1", "--strategies", "de,jde",
@@ -192,6 +196,7 @@ def test_eval_prints_the_accuracy_of_a_model_file_and_catches_wrong_conventions(
     assert "\n" not in err and "check input_scale" in err and "mean/std" in err
 
 
+@pytest.mark.slow
 def test_attack_a_model_file_stores_its_conventions(tmp_path):
     pytest.importorskip("onnx", reason="the onnx extra: pip install -e '.[onnx]'")
     out = tmp_path / "run"

@@ -99,7 +99,8 @@ def _scipy(fn, dim, pop, gens, runs):
     return np.asarray(out)
 
 
-@pytest.mark.parametrize("fn,dim,gens", [(sphere, 4, 25), (rastrigin, 3, 30)])
+@pytest.mark.parametrize("fn,dim,gens", [(sphere, 4, 25),
+                                         pytest.param(rastrigin, 3, 30, marks=pytest.mark.slow)])
 def test_matches_scipy_final_fitness_distribution(fn, dim, gens):
     pop, runs = 8 * dim, 150
     ref = _scipy(fn, dim, pop, gens, runs)

@@ -13,6 +13,7 @@ from jaxattack import engine, strategies
 from jaxattack.engine import sizing
 from jaxattack.engine.sharding import make_mesh
 from jaxattack.strategies.codec import PixelSpace
+from tests import toys
 
 SPACE = PixelSpace(1, 4, 4, 3)  # 5 genes
 
@@ -164,7 +165,8 @@ def test_fixed_batches_compute_a_known_amount_and_refill_computes_less():
     assert s_cont.computed < s_fixed.computed
 
 
-@pytest.mark.parametrize("devices,slots", [(1, 1), (1, 5), (2, 2), (2, 6), (8, 8), (8, 16)])
+@pytest.mark.parametrize("devices,slots", toys.fast_only(
+    [(1, 1), (1, 5), (2, 2), (2, 6), (8, 8), (8, 16)], set()))
 def test_results_do_not_depend_on_slots_devices_or_order(devices, slots):
     """A random strategy on goal problems: per-problem keys make every result the same
     whatever the batching, and the same as the problem alone."""
@@ -232,7 +234,7 @@ def test_ladder_of_slot_counts():
     assert engine.ladder(16, 8) == [8, 16] and engine.ladder(1, 1) == [1]
 
 
-@pytest.mark.parametrize("devices", [1, 2])
+@pytest.mark.parametrize("devices", toys.fast_only([1, 2], {1}))
 def test_the_tail_shrinks_without_changing_any_result(devices):
     """20 problems, 16 done after 3 generations and 4 searching to the end of a budget of
     100: without shrinking 16 of 20 slots are carried along for 98 generations."""
@@ -276,7 +278,7 @@ def test_chunked_evaluation_skips_finished_problems_without_changing_any_result(
     assert useful <= two[1].computed <= useful + devices * 101 and two[1].resized == 0
 
 
-@pytest.mark.parametrize("chunk", [1, 8])
+@pytest.mark.parametrize("chunk", toys.fast_only([1, 8], set()))
 def test_a_population_evaluated_in_blocks_gives_the_same_results(chunk):
     """A population of 8 in calls of at most 3 candidates (3 + 3 + 2, the last padded):
     every call sees 3 candidates, and every result (early stops included) is that of

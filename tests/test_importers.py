@@ -22,6 +22,7 @@ from jax.sharding import PartitionSpec as P  # noqa: E402
 import jaxattack as ja  # noqa: E402
 from jaxattack import data, models  # noqa: E402
 from jaxattack.models import conventions as cv  # noqa: E402
+from tests import toys  # noqa: E402
 from tests.fixtures import make_fixtures as mf  # noqa: E402
 from tests.toys import have, keras_on_jax  # noqa: E402
 
@@ -121,6 +122,7 @@ def test_saved_model_matches_tensorflow_within_1e5(real):
     assert_matches(clf, ref, real[0])
 
 
+@pytest.mark.slow
 @needs_tf
 def test_saved_model_with_a_static_batch_size_runs_at_any_batch_size(tmp_path):
     """A signature with a fixed batch size runs under vmap over chunks of that size."""
@@ -149,6 +151,7 @@ def test_onnx_matches_torch_and_onnxruntime_within_1e5(real, kw):
         assert_matches(clf, ref, real[0])
 
 
+@pytest.mark.slow
 @needs_jort
 @needs_torch
 def test_onnx_through_jaxonnxruntime_within_1e5(real):
@@ -222,10 +225,10 @@ def _planted_routes():
     routes.append(pytest.param(
         lambda **k: models.from_file(FIX / "planted_savedmodel", **k), id="saved_model",
         marks=needs_tf))
-    for f in ("planted", "planted_legacy", "planted_static"):
+    for f in ("planted", "planted_legacy", "planted_static"):  # the variants: slow
         routes.append(pytest.param(
             lambda f=f, **k: models.from_file(FIX / f"{f}.onnx", **k), id=f"onnx-{f}",
-            marks=needs_onnx))
+            marks=[needs_onnx] + ([toys.SLOW] if f != "planted" else [])))
     routes.append(pytest.param(lambda **k: models.from_torch(mf.torch_planted(), **k),
                                id="torch", marks=needs_torch))
     return routes
@@ -246,6 +249,7 @@ def test_planted_pixel_attack_passes_through(route):
         {(i, mf.PLANTED_Y, mf.PLANTED_X) for i in range(6)}
 
 
+@pytest.mark.slow
 @needs_keras
 def test_planted_pixel_at_224x224_through_keras():
     """A 224x224 model from another framework: the vulnerable pixels fill a 32x32
@@ -468,6 +472,7 @@ def test_fixtures_are_small():
         assert size < 300_000, f"{f.name} is {size} bytes"
 
 
+@pytest.mark.slow
 @needs_torch
 def test_torch_route_under_the_engine_on_2_devices_does_not_hang():
     """jax.pure_callback hangs under shard_map over 2 XLA:CPU devices once its input is
@@ -535,7 +540,7 @@ def _op_zoo():
 
 @needs_onnx
 @needs_torch
-@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+@pytest.mark.parametrize("exporter", toys.fast_only(["legacy", "dynamo"], {"legacy"}))
 def test_onnx_op_coverage_matches_torch(tmp_path, exporter, real):
     import torch
 

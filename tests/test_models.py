@@ -12,6 +12,7 @@ from flax import nnx
 import jaxattack as ja
 from jaxattack import Classifier, data, models
 from jaxattack.models import layers, registry, weights
+from tests import toys
 
 PARAMS = {"tiny": 279_466, "resnet20": 269_722, "allcnn": 1_370_996, "nin": 968_404,
           "vgg16": 14_986_698}
@@ -29,7 +30,7 @@ def test_every_architecture_is_listed():
         assert {"description", "weights_shipped", "test_accuracy", "params"} <= set(entry)
 
 
-@pytest.mark.parametrize("name", sorted(PARAMS))
+@pytest.mark.parametrize("name", toys.fast_only(sorted(PARAMS), {"tiny"}))
 def test_architecture_params_and_batch_independence(name):
     params = nnx.state(models.build(name), nnx.Param)
     assert sum(x.size for x in jax.tree.leaves(params)) == PARAMS[name]
@@ -61,7 +62,7 @@ def test_tiny_weights_are_shipped():
     assert "tiny" in SHIPPED
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", toys.fast_only(SHIPPED, {"tiny", "resnet20"}))
 def test_shipped_weights_classify_sample_at_recorded_accuracy(name):
     entry = models.read_registry()[name]
     path = weights.WEIGHTS_DIR / entry["file"]

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import toys
+
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
@@ -20,7 +22,7 @@ def test_every_notebook_is_covered():
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == sorted(FAST)
 
 
-@pytest.mark.parametrize("name", sorted(FAST))
+@pytest.mark.parametrize("name", toys.fast_only(sorted(FAST), set()))
 def test_notebook_runs(name, tmp_path):
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]

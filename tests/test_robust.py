@@ -79,6 +79,7 @@ def _stage_rows(out, stage):
     return {r["image_id"]: r for r in rows if r["experiment"] == stage["experiment"]}
 
 
+@pytest.mark.slow
 def test_cascade_never_gives_a_fooled_image_to_the_next_attack(evaluated):
     out, res = evaluated
     fooled_before = set()
@@ -114,6 +115,7 @@ def test_rerun_does_nothing_and_gives_the_same_json(evaluated):
     assert (out / "results.jsonl").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_killed_evaluation_resumes_to_the_same_json(tmp_path, evaluated):
     _, reference = evaluated
     out = tmp_path / "killed"
@@ -149,10 +151,11 @@ def test_bad_ensembles_and_ks_get_one_clear_line():
 
 @pytest.mark.parametrize("args,msg", [
     (["--pixels", "1,2000"], "k=2000 is not a number of pixels of a 32x32 image (1..1024)"),
+] + [pytest.param(*case, marks=toys.SLOW) for case in [  # one CLI start each: ~3 s
     (["--attacks", "de,pgd"], "unknown attack 'pgd'"),
     (["--attacks", ","], "the ensemble is empty"),
     (["--budget", "0"], "budget of learned-rs must be > 0 queries, got 0"),
-])
+]])
 def test_cli_bad_input_is_one_line(tmp_path, args, msg):
     proc = subprocess.run([sys.executable, "-m", "jaxattack.cli", "evaluate", "--out",
                            str(tmp_path / "e"), "--images", "2", *args], cwd=ROOT,
@@ -163,6 +166,7 @@ def test_cli_bad_input_is_one_line(tmp_path, args, msg):
     assert not (tmp_path / "e" / "results.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_cli_evaluate_writes_and_prints_the_table(tmp_path):
     from jaxattack import cli
 
@@ -175,6 +179,7 @@ def test_cli_evaluate_writes_and_prints_the_table(tmp_path):
     assert [a["name"] for a in res["attacks"]] == ["sparse-rs"]
 
 
+@pytest.mark.slow
 def test_timing_is_kept_when_an_evaluation_is_interrupted(tmp_path, monkeypatch):
     real, calls = robust.sweep.run, []
 

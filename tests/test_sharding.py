@@ -20,6 +20,7 @@ def test_eight_virtual_devices_are_configured():
     assert len(jax.devices()) == 8
 
 
+@pytest.mark.slow
 def test_one_two_and_eight_devices_give_identical_results(setup):
     clf, x, y = setup
     cfg = ja.AttackConfig(population=12, generations=5, mode="all-targets")

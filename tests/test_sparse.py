@@ -239,6 +239,7 @@ DEFAULT_PAIRS = {"tiny": KS, "resnet20": (1, 3, 10), "allcnn": (1, 5), "nin": (2
                  "vgg16": (1, 3)}
 FULL = os.environ.get("JAXATTACK_SPARSE_FULL", "") not in ("", "0")
 ZOO_PAIRS = [(name, k) for name in ZOO for k in KS if FULL or k in DEFAULT_PAIRS[name]]
+FAST_PAIRS = {("tiny", 1), ("tiny", 3), ("resnet20", 1)}  # the rest: slow (--all)
 
 
 def test_default_pairs_cover_every_model_and_k():
@@ -249,7 +250,7 @@ def test_default_pairs_cover_every_model_and_k():
     assert models.ARCHITECTURES.keys() >= set(ZOO)
 
 
-@pytest.mark.parametrize("name,k", ZOO_PAIRS)
+@pytest.mark.parametrize("name,k", toys.fast_only(ZOO_PAIRS, FAST_PAIRS))
 def test_zoo_sparse_probs_equal_the_dense_forward(name, k, sample):
     clf = zoo(name)
     plan = sparse.plan(clf, k, sample.shape[1:], gain=0)
@@ -273,6 +274,7 @@ def test_candidates_cover_the_cases():
                                   [40, 50, 60])
 
 
+@pytest.mark.slow
 def test_every_handover_of_tiny_is_exact(sample):
     clf = zoo("tiny")
     shape = sample.shape[1:]
@@ -292,7 +294,8 @@ def test_every_handover_of_tiny_is_exact(sample):
         sparse.plan(clf, 1, shape, handover=0)
 
 
-@pytest.mark.parametrize("name,k", [("tiny", 3), ("resnet20", 2), ("nin", 1)])
+@pytest.mark.parametrize("name,k", toys.fast_only([("tiny", 3), ("resnet20", 2), ("nin", 1)],
+                                                   {("tiny", 3)}))
 def test_the_delta_form_is_exact_with_overlapping_and_repeated_pixels(name, k, sample):
     """Every convolution that can runs as clean + conv(change): k windows that overlap
     or coincide each count once; residual blocks and 5x5 kernels."""
@@ -317,6 +320,7 @@ def test_the_delta_form_takes_only_stride_1_float32_convolutions_of_a_map():
     assert sparse.plan(tiny, 1, (32, 32, 3), gain=0, delta=False).deltas == ()
 
 
+@pytest.mark.slow
 def test_bfloat16_tiny_has_a_plan_close_to_its_dense_forward(sample):
     clf = zoo("tiny", "bfloat16")
     plan = sparse.plan(clf, 1, sample.shape[1:], gain=0)
@@ -542,6 +546,7 @@ def planted_runs():
                               devices=2)}
 
 
+@pytest.mark.slow
 def test_sparse_attack_finds_the_planted_pixel(planted_runs):
     images, runs = planted_runs
     r = runs["batch4"]
@@ -552,6 +557,7 @@ def test_sparse_attack_finds_the_planted_pixel(planted_runs):
     assert len(set(r.generations.tolist())) > 1  # the invariance checks below see that
 
 
+@pytest.mark.slow
 def test_sparse_attack_is_the_same_at_any_batch_size(planted_runs):
     runs = planted_runs[1]
     assert_same_result(runs["batch1"], runs["batch4"])
@@ -562,6 +568,7 @@ def test_sparse_attack_is_the_same_on_two_devices(planted_runs):
     assert_same_result(runs["devices2"], runs["batch4"])
 
 
+@pytest.mark.slow
 def test_sweep_rows_record_the_forward_the_search_ran(tmp_path):
     """forward="auto" resolves per model and k: each stored row says which one ran, so a
     run folder resumed after the cost model changed shows what it mixes."""

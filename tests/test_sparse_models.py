@@ -61,7 +61,7 @@ def deepest(plan):
     return max(set(plan.costs) - {0})
 
 
-@pytest.mark.parametrize("name", list(ROUTES))
+@pytest.mark.parametrize("name", toys.fast_only(list(ROUTES), {"onnx-mixed"}))
 def test_imported_models_get_an_exact_sparse_plan(name, sample):
     clf = route(name)
     shape = sample.shape[1:]
@@ -151,6 +151,7 @@ class OpsNet(nnx.Module):
         return self.head(jax.nn.relu(x).mean((2, 3)))
 
 
+@pytest.mark.slow
 def test_an_nnx_module_of_unusual_ops_is_read_whole_and_exact():
     clf = models.from_module(OpsNet(), 5, input_shape=(16, 16, 3), name="ops")
     shape = (16, 16, 3)
@@ -178,7 +179,7 @@ def lite():
                             num_classes=10, name="lite")
 
 
-@pytest.mark.parametrize("k", KS)
+@pytest.mark.parametrize("k", toys.fast_only(KS, set()))
 def test_an_efficientnet_lite_at_224_is_exact(lite, k):
     shape = (224, 224, 3)
     g = sparse.graph(lite, shape)

@@ -18,8 +18,9 @@ from jaxattack.strategies.sparse_rs import _ranks, resample_fraction
 from tests import toys
 
 
-@pytest.mark.parametrize("name,loss", [(n, "prob") for n in strategies.NAMES]
-                         + [("de", "margin"), ("sparse-rs", "margin")])
+@pytest.mark.parametrize("name,loss", toys.fast_only(
+    [(n, "prob") for n in strategies.NAMES] + [("de", "margin"), ("sparse-rs", "margin")],
+    {("de", "prob"), ("sparse-rs", "margin"), ("learned-rs", "prob"), ("oracle", "prob")}))
 def test_finds_the_planted_pixel(name, loss):
     cfg = ja.AttackConfig(population=100, generations=60, strategy=name, loss=loss)
     r = ja.attack(toys.planted(), toys.random_images(4), np.zeros(4, int), cfg)
@@ -40,7 +41,7 @@ def _run(strategy, fitness_fn, key):
     return fitness_fn(strategy.best(state)[None])[0]
 
 
-@pytest.mark.parametrize("name", strategies.NAMES)
+@pytest.mark.parametrize("name", toys.fast_only(strategies.NAMES, {"de", "sparse-rs", "oracle"}))
 def test_reaches_a_known_optimum(name):
     """Minimise the distance of the decoded pixel to a goal pixel (optimum 0): every run
     lands on the goal position, and the typical run on its colour within a few levels."""

@@ -80,6 +80,7 @@ def test_sweep_equals_the_plain_engine_per_image(tmp_path):
                 clf, codec.PixelSpace(exp.config.pixels, 12, 12, 3), 16).forward
 
 
+@pytest.mark.slow
 def test_saved_pngs_still_fool_the_model(tmp_path):
     clf = toys.planted()
     x = toys.random_images(6)
@@ -113,6 +114,7 @@ def _lines(path):
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
+@pytest.mark.slow
 def test_kill_and_resume_loses_and_duplicates_nothing(tmp_path, reference):
     out = tmp_path / "run"
     results = out / "results.jsonl"
@@ -137,6 +139,7 @@ def test_kill_and_resume_loses_and_duplicates_nothing(tmp_path, reference):
         assert json.dumps(got[k], sort_keys=True) == json.dumps(want[k], sort_keys=True)
 
 
+@pytest.mark.slow
 def test_two_processes_with_jax_distributed_equal_one(tmp_path, reference):
     out = tmp_path / "run"
     port = 20000 + os.getpid() % 20000
@@ -156,6 +159,7 @@ def test_two_processes_with_jax_distributed_equal_one(tmp_path, reference):
         assert json.dumps(got[k], sort_keys=True) == json.dumps(want[k], sort_keys=True)
 
 
+@pytest.mark.slow
 def test_rerun_of_a_finished_sweep_does_nothing(tmp_path, reference_store):
     out = tmp_path / "run"
     shutil.copytree(reference_store.root, out)

@@ -62,6 +62,7 @@ def _cfg(root, tmp_path, epochs=2, **kw):
                         register=False, progress=False, **kw)
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_weights(tiny_cifar, tmp_path):
     # Uninterrupted: 2 epochs x 1 step (15 images, batch 8).
     full = train.train(_cfg(tiny_cifar, tmp_path / "a"))
@@ -79,6 +80,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny_cifar, tmp_path):
     assert full["sha256"] == resumed["sha256"]
 
 
+@pytest.mark.slow
 def test_init_from_starts_at_the_given_weights(tiny_cifar, tmp_path):
     first = train.train(_cfg(tiny_cifar, tmp_path / "a", epochs=1))
     # Zero steps: the exported weights are exactly the ones it started from.
@@ -94,6 +96,7 @@ def test_init_from_starts_at_the_given_weights(tiny_cifar, tmp_path):
         train.train(_cfg(tiny_cifar, tmp_path / "a", epochs=1, init_from=first["weights"]))
 
 
+@pytest.mark.slow
 def test_time_budget_picks_an_epoch_count(tiny_cifar, tmp_path, capsys):
     cfg = _cfg(tiny_cifar, tmp_path, time_budget=1.5, max_steps=1)
     cfg.epochs, cfg.progress = None, True

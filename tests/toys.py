@@ -5,6 +5,7 @@ import importlib.util
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 import jaxattack as ja
@@ -80,3 +81,13 @@ def keras_on_jax() -> bool:
     import keras
 
     return keras.config.backend() == "jax"
+
+
+SLOW = pytest.mark.slow  # run only with --all (CI): see conftest.py
+
+
+def fast_only(cases, fast) -> list:
+    """``parametrize`` cases where only those in ``fast`` run in the README's fast suite;
+    the rest are marked slow. A tuple case is several arguments."""
+    return [pytest.param(*(c if isinstance(c, tuple) else (c,)),
+                         marks=() if c in fast else SLOW) for c in cases]
