@@ -228,7 +228,7 @@ def _planted_routes():
     for f in ("planted", "planted_legacy", "planted_static"):  # the variants: slow
         routes.append(pytest.param(
             lambda f=f, **k: models.from_file(FIX / f"{f}.onnx", **k), id=f"onnx-{f}",
-            marks=[needs_onnx] + ([toys.SLOW] if f != "planted" else [])))
+            marks=[needs_onnx] + ([pytest.mark.slow] if f != "planted" else [])))
     routes.append(pytest.param(lambda **k: models.from_torch(mf.torch_planted(), **k),
                                id="torch", marks=needs_torch))
     return routes

@@ -151,7 +151,7 @@ def test_bad_ensembles_and_ks_get_one_clear_line():
 
 @pytest.mark.parametrize("args,msg", [
     (["--pixels", "1,2000"], "k=2000 is not a number of pixels of a 32x32 image (1..1024)"),
-] + [pytest.param(*case, marks=toys.SLOW) for case in [  # one CLI start each: ~3 s
+] + [pytest.param(*case, marks=pytest.mark.slow) for case in [  # one CLI start each: ~3 s
     (["--attacks", "de,pgd"], "unknown attack 'pgd'"),
     (["--attacks", ","], "the ensemble is empty"),
     (["--budget", "0"], "budget of learned-rs must be > 0 queries, got 0"),

@@ -83,11 +83,9 @@ def keras_on_jax() -> bool:
     return keras.config.backend() == "jax"
 
 
-SLOW = pytest.mark.slow  # run only with --all (CI): see conftest.py
-
-
 def fast_only(cases, fast) -> list:
     """``parametrize`` cases where only those in ``fast`` run in the README's fast suite;
-    the rest are marked slow. A tuple case is several arguments."""
+    the rest are marked slow (run with ``--all``: see conftest.py). A tuple case is
+    several arguments."""
     return [pytest.param(*(c if isinstance(c, tuple) else (c,)),
-                         marks=() if c in fast else SLOW) for c in cases]
+                         marks=() if c in fast else pytest.mark.slow) for c in cases]
